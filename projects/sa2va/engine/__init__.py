@@ -1,0 +1,1 @@
+"""engine of the Sa2VA plugin."""

@@ -1,0 +1,1 @@
+"""evaluation of the Sa2VA plugin."""
