@@ -15,7 +15,7 @@ INSTALL_REQUIRES = [
     'pycocotools>=2.0.7',
     'safetensors>=0.4.3',
     'tokenizers>=0.21,<0.22',
-    'numpy>=1.24,<2.0',
+    'numpy>=1.24',
     'pillow>=10.0',
     'matplotlib>=3.7',
 ]

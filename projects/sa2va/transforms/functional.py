@@ -1,0 +1,575 @@
+"""The seed's data rules as small pure functions.
+
+Every rule of ``seed-rules.md`` lives in exactly one function here; the
+registered pipeline transforms (``loading.py``, ``masks.py``) and the data
+preprocessor (on device, batched) call these, never a copy.
+
+Conventions: images are ``PIL.Image`` on the way in; tensors are channels
+first. Shapes, dtypes and ranges are stated per function.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pycocotools import mask as mask_utils
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from ..constants import (GRID_SIZE, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD,
+                         IMG_CONTEXT_TOKEN, SAM2_IMAGE_SIZE, VP_END_TOKEN,
+                         VP_START_TOKEN)
+
+__all__ = [
+    'pixel_values_from_image', 'image_to_uint8_tensor', 'normalize_uint8',
+    'find_closest_grid', 'dynamic_tiles', 'sam2_pixel_values', 'decode_mask',
+    'rle_counts_from_string', 'pool_prompt_masks', 'repair_empty_prompt_masks',
+    'region_token_counts', 'visual_prompt_text', 'mask_caption_item',
+    'derive_mask_caption_batch'
+]
+
+
+# ---------------------------------------------------------------------------
+# Images for the vision tower
+# ---------------------------------------------------------------------------
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise TypeError(
+            f'expected a PIL.Image.Image, got {type(image).__name__}')
+    return image if image.mode == 'RGB' else image.convert('RGB')
+
+
+def image_to_uint8_tensor(image: Image.Image,
+                          image_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """RGB-convert and bicubic-resize a PIL image, keep it as bytes.
+
+    This is steps 1-2 of the seed's vision-tower rule (``convert('RGB')``,
+    torchvision ``Resize((s, s), BICUBIC)`` on a PIL image, which is PIL's
+    bicubic resize); :func:`normalize_uint8` does steps 3-4 later, on device.
+    A 448 x 448 tile is returned without resampling (torchvision's Resize is
+    an identity then as well).
+
+    Args:
+        image: any PIL mode (L, P, RGBA, ... are converted to RGB).
+        image_size: side ``s`` of the square output.
+
+    Returns:
+        ``(3, s, s) uint8`` tensor, values 0..255.
+    """
+    image = _to_rgb(image)
+    if image.size != (image_size, image_size):
+        image = TF.resize(image, [image_size, image_size],
+                          interpolation=InterpolationMode.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def normalize_uint8(images: torch.Tensor,
+                    mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """ToTensor + Normalize applied to uint8 images, batched, on any device.
+
+    Bit-identical to torchvision's ``ToTensor()`` then ``Normalize(mean,
+    std)`` on the same pixels: the same float32 operations in the same order
+    (``x / 255``, ``- mean``, ``/ std``). The cast to ``dtype`` happens last.
+
+    Args:
+        images: ``(..., 3, H, W) uint8`` in [0, 255].
+        mean, std: per-channel statistics (ImageNet by default).
+        dtype: output dtype (float32 keeps bit-identity with the seed).
+
+    Returns:
+        ``(..., 3, H, W)`` float tensor, ImageNet-normalised.
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f'normalize_uint8 expects uint8 images, got '
+                        f'{images.dtype}')
+    if images.ndim < 3 or images.shape[-3] != 3:
+        raise ValueError(f'expected (..., 3, H, W) images, got shape '
+                         f'{tuple(images.shape)}')
+    x = images.to(torch.float32).div(255)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
+    x = x.sub(m.view(-1, 1, 1)).div(s.view(-1, 1, 1))
+    return x.to(dtype)
+
+
+def pixel_values_from_image(image: Image.Image,
+                            image_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """The seed's vision-tower image rule.
+
+    ``convert('RGB')`` -> ``Resize((s, s), BICUBIC)`` (PIL) -> ``ToTensor``
+    -> ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``.
+
+    Args:
+        image: PIL image of any mode and size.
+        image_size: output side ``s`` (448 for InternViT).
+
+    Returns:
+        ``(3, s, s) float32``, ImageNet-normalised (about [-2.2, 2.7]).
+    """
+    return normalize_uint8(image_to_uint8_tensor(image, image_size))
+
+
+# ---------------------------------------------------------------------------
+# InternVL dynamic tiling
+# ---------------------------------------------------------------------------
+def find_closest_grid(width: int, height: int, min_num: int = 1,
+                      max_num: int = 12,
+                      image_size: int = IMAGE_SIZE) -> tuple[int, int]:
+    """InternVL's grid choice for dynamic resolution.
+
+    Candidates are all ``(cols, rows)`` with ``min_num <= cols * rows <=
+    max_num``, walked by ascending tile count. The grid whose ``cols / rows``
+    is closest to ``width / height`` wins; on an exact tie the later (larger)
+    grid wins only if ``width * height > 0.5 * image_size**2 * cols * rows``.
+
+    Returns:
+        ``(cols, rows)``.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f'image size must be positive, got {width}x{height}')
+    if not 1 <= min_num <= max_num:
+        raise ValueError(f'need 1 <= min_num <= max_num, got {min_num}, '
+                         f'{max_num}')
+    aspect = width / height
+    grids = sorted({(i, j)
+                    for n in range(min_num, max_num + 1)
+                    for i in range(1, n + 1) for j in range(1, n + 1)
+                    if min_num <= i * j <= max_num},
+                   key=lambda g: g[0] * g[1])
+    best, best_diff = (1, 1), float('inf')
+    area = width * height
+    for cols, rows in grids:
+        diff = abs(aspect - cols / rows)
+        if diff < best_diff:
+            best, best_diff = (cols, rows), diff
+        elif diff == best_diff and area > 0.5 * image_size * image_size \
+                * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def dynamic_tiles(image: Image.Image, min_num: int = 1, max_num: int = 12,
+                  image_size: int = IMAGE_SIZE,
+                  use_thumbnail: bool = True) -> list[Image.Image]:
+    """Cut an image into InternVL dynamic-resolution tiles.
+
+    The image is resized (PIL default filter, bicubic) to ``(image_size *
+    cols, image_size * rows)`` for the grid of :func:`find_closest_grid` and
+    cut into ``cols * rows`` tiles in row-major order. With
+    ``use_thumbnail`` and more than one tile, the whole image resized to
+    ``image_size`` is appended as the last tile.
+
+    Args:
+        image: PIL image (converted to RGB).
+
+    Returns:
+        list of ``1 .. max_num + 1`` RGB PIL images of ``image_size`` square.
+    """
+    image = _to_rgb(image)
+    width, height = image.size
+    cols, rows = find_closest_grid(width, height, min_num, max_num,
+                                   image_size)
+    resized = image.resize((image_size * cols, image_size * rows))
+    tiles = []
+    for k in range(cols * rows):
+        left, top = (k % cols) * image_size, (k // cols) * image_size
+        tiles.append(
+            resized.crop((left, top, left + image_size, top + image_size)))
+    if use_thumbnail and len(tiles) > 1:
+        tiles.append(image.resize((image_size, image_size)))
+    return tiles
+
+
+# ---------------------------------------------------------------------------
+# SAM2 input
+# ---------------------------------------------------------------------------
+def sam2_pixel_values(image: Image.Image,
+                      size: int = SAM2_IMAGE_SIZE) -> torch.Tensor:
+    """SAM2 input: direct resize (aspect ratio not kept), raw bytes.
+
+    ``image.convert('RGB').resize((size, size))`` with PIL's default filter
+    (bicubic for RGB), channels first, no normalisation (the model does it).
+    Always made from the raw pixels, never from a normalised tensor.
+
+    Returns:
+        ``(3, size, size) uint8``, values 0..255.
+    """
+    image = _to_rgb(image)
+    if image.size != (size, size):
+        image = image.resize((size, size))
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+# ---------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------
+def rle_counts_from_string(counts: str | bytes) -> np.ndarray:
+    """Decode COCO's compressed RLE string into its run lengths.
+
+    The codec: each count is a signed number in 5-bit groups (least
+    significant first) stored as ``chr(48 + group | 0x20 if more)``; from
+    the fourth count on, the value is a delta to the count two places back.
+
+    Args:
+        counts: the ``counts`` string (``str`` or ``bytes``, ASCII).
+
+    Returns:
+        ``(m,) int64`` run lengths, alternating 0-runs and 1-runs, starting
+        with 0s (the first run may be 0).
+
+    Raises:
+        ValueError: characters outside the codec's range, a truncated last
+            count, or a negative run length.
+    """
+    if isinstance(counts, str):
+        try:
+            raw = counts.encode('ascii')
+        except UnicodeEncodeError as exc:
+            raise ValueError(f'RLE counts string is not ASCII: {exc}') from None
+    elif isinstance(counts, (bytes, bytearray)):
+        raw = bytes(counts)
+    else:
+        raise TypeError(f'RLE counts must be str or bytes, got '
+                        f'{type(counts).__name__}')
+    if not raw:
+        raise ValueError('RLE counts string is empty')
+    c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if c.min() < 0 or c.max() > 63:
+        bad = raw[int(np.flatnonzero((c < 0) | (c > 63))[0])]
+        raise ValueError(f'RLE counts string has a character outside the '
+                         f'COCO codec range: {chr(bad)!r}')
+    ends = (c & 0x20) == 0
+    if not ends[-1]:
+        raise ValueError('RLE counts string is truncated (its last '
+                         'character continues a number)')
+    end_idx = np.flatnonzero(ends)
+    starts = np.concatenate([[0], end_idx[:-1] + 1])
+    group = np.repeat(np.arange(len(starts)), end_idx - starts + 1)
+    k = np.arange(len(c)) - starts[group]
+    values = np.add.reduceat((c & 0x1f) << (5 * k), starts)
+    sign = (c[end_idx] & 0x10) != 0
+    values = values - (sign.astype(np.int64) << (5 * (k[end_idx] + 1)))
+    # Undo the delta coding: cnts[m] += cnts[m - 2] for m > 2.
+    out = values.copy()
+    if len(out) > 3:
+        odd = out[3::2]
+        out[3::2] = np.cumsum(odd) + out[1]
+    if len(out) > 4:
+        even = out[4::2]
+        out[4::2] = np.cumsum(even) + out[2]
+    if (out < 0).any():
+        raise ValueError('RLE counts string decodes to a negative run length')
+    return out
+
+
+def _check_rle_size(segmentation: dict, height: int, width: int) -> None:
+    size = segmentation.get('size')
+    if size is None:
+        raise ValueError('RLE dict has no "size" field')
+    if len(size) != 2 or (int(size[0]), int(size[1])) != (height, width):
+        raise ValueError(f'RLE size {list(size)} differs from the image size '
+                         f'[{height}, {width}] (size is [height, width])')
+
+
+def decode_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """Decode one COCO-style object mask at the image size.
+
+    Accepted encodings (``dataset-formats.md`` 0.2):
+
+    * polygon list: ``[[x1, y1, x2, y2, ...], ...]``, each polygon at least
+      3 points; several polygons are merged (union);
+    * uncompressed RLE: ``{'size': [h, w], 'counts': [int, ...]}``
+      (column-major runs starting with 0s, summing to ``h * w``);
+    * compressed RLE: ``{'size': [h, w], 'counts': str | bytes}``.
+
+    Args:
+        segmentation: one of the encodings above.
+        height, width: the image size the mask belongs to.
+
+    Returns:
+        ``(height, width) uint8`` with values in {0, 1}.
+
+    Raises:
+        ValueError: size mismatch, counts not summing to ``h * w``,
+            unparseable counts, degenerate polygon, empty polygon list.
+        TypeError: an encoding of unknown type.
+    """
+    height, width = int(height), int(width)
+    if height <= 0 or width <= 0:
+        raise ValueError(f'image size must be positive, got {height}x{width}')
+    if isinstance(segmentation, dict):
+        _check_rle_size(segmentation, height, width)
+        counts = segmentation.get('counts')
+        if isinstance(counts, (list, tuple, np.ndarray)):
+            runs = np.asarray(counts)
+            if runs.ndim != 1 or not np.issubdtype(runs.dtype, np.integer):
+                raise ValueError('uncompressed RLE counts must be a flat list '
+                                 'of integers')
+            if (runs < 0).any():
+                raise ValueError('uncompressed RLE counts has a negative run')
+            if int(runs.sum()) != height * width:
+                raise ValueError(
+                    f'uncompressed RLE counts sum to {int(runs.sum())}, '
+                    f'expected height * width = {height * width}')
+            rle = mask_utils.frPyObjects(
+                {'size': [height, width], 'counts': [int(r) for r in runs]},
+                height, width)
+        elif isinstance(counts, (str, bytes, bytearray)):
+            runs = rle_counts_from_string(counts)
+            if int(runs.sum()) != height * width:
+                raise ValueError(
+                    f'compressed RLE counts decode to {int(runs.sum())} '
+                    f'pixels, expected height * width = {height * width}')
+            raw = counts.encode('ascii') if isinstance(counts, str) \
+                else bytes(counts)
+            rle = {'size': [height, width], 'counts': raw}
+        else:
+            raise TypeError(f'RLE counts must be a list, str or bytes, got '
+                            f'{type(counts).__name__}')
+        return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+    if isinstance(segmentation, (list, tuple)):
+        if len(segmentation) == 0:
+            raise ValueError('polygon list is empty')
+        polygons = []
+        for i, poly in enumerate(segmentation):
+            if not isinstance(poly, (list, tuple, np.ndarray)) or \
+                    any(isinstance(v, (list, tuple)) for v in poly):
+                raise TypeError(f'polygon {i} must be a flat list of '
+                                f'coordinates [x1, y1, x2, y2, ...]')
+            if len(poly) % 2 != 0:
+                raise ValueError(f'polygon {i} has an odd number of '
+                                 f'coordinates ({len(poly)})')
+            if len(poly) < 6:
+                raise ValueError(f'polygon {i} is degenerate: '
+                                 f'{len(poly) // 2} points, need at least 3')
+            polygons.append([float(v) for v in poly])
+        rles = mask_utils.frPyObjects(polygons, height, width)
+        rle = mask_utils.merge(rles)
+        return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+    raise TypeError(f'unknown segmentation type {type(segmentation).__name__}'
+                    f' (expected a polygon list or an RLE dict)')
+
+
+def _as_mask_stack(masks) -> torch.Tensor:
+    if isinstance(masks, np.ndarray):
+        masks = torch.from_numpy(masks)
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f'masks must be a tensor or ndarray, got '
+                        f'{type(masks).__name__}')
+    if masks.ndim != 3:
+        raise ValueError(f'masks must be (n_obj, H, W), got shape '
+                         f'{tuple(masks.shape)}')
+    return masks
+
+
+def _cell_coverage(mask: torch.Tensor, grid: int) -> torch.Tensor:
+    """Pixels of ``mask (H, W)`` falling in each of ``grid x grid`` cells.
+
+    Pixel row ``y`` belongs to cell row ``y * grid // H`` (and likewise for
+    columns), so cells tile the original image exactly.
+
+    Returns:
+        ``(grid, grid) float64`` pixel counts.
+    """
+    h, w = mask.shape
+    rows = torch.arange(h, device=mask.device) * grid // h
+    cols = torch.arange(w, device=mask.device) * grid // w
+    row_onehot = F.one_hot(rows, grid).to(torch.float64)  # (H, g)
+    col_onehot = F.one_hot(cols, grid).to(torch.float64)  # (W, g)
+    return row_onehot.T @ (mask != 0).to(torch.float64) @ col_onehot
+
+
+def repair_empty_prompt_masks(masks, pooled: torch.Tensor
+                              ) -> tuple[torch.Tensor, int]:
+    """Give every non-empty object whose pooled mask vanished one grid cell.
+
+    The cell chosen is the one the object covers with the most pixels at
+    the original resolution (ties: first in row-major order). Objects that
+    are empty at the original size, and objects whose pooled mask has any
+    True cell, are left unchanged.
+
+    Args:
+        masks: ``(n_obj, H, W)`` source masks (any dtype, non-zero = object).
+        pooled: ``(n_obj, g, g) bool`` result of the pooling rule.
+
+    Returns:
+        ``(pooled, n_repaired)``: a new ``(n_obj, g, g) bool`` tensor and the
+        number of objects that got a cell.
+    """
+    masks = _as_mask_stack(masks)
+    grid = pooled.shape[-1]
+    out = pooled.clone()
+    repaired = 0
+    for i in range(masks.shape[0]):
+        if out[i].any() or not masks[i].any():
+            continue
+        coverage = _cell_coverage(masks[i], grid).flatten()
+        cell = int(torch.argmax(coverage))
+        out[i].view(-1)[cell] = True
+        repaired += 1
+    return out, repaired
+
+
+def pool_prompt_masks(masks, grid: int = GRID_SIZE, mode: str = 'nearest',
+                      vision_size: int = IMAGE_SIZE,
+                      ensure_nonempty: bool = False) -> torch.Tensor:
+    """Reduce object masks to the vision feature grid (visual prompts).
+
+    * ``'nearest'`` (Osprey): ``F.interpolate(masks[None], (g, g),
+      mode='nearest')[0]``, True where non-zero.
+    * ``'area'`` (Describe Anything): NEAREST resize to ``(vision_size,
+      vision_size)``, ``F.adaptive_avg_pool2d`` to ``(g, g)``, ``> 0.5``.
+
+    Both are bit-exact to the seed with ``ensure_nonempty=False``. With
+    ``ensure_nonempty=True``, a non-empty object whose pooled mask came out
+    empty gets the single cell it covers most
+    (:func:`repair_empty_prompt_masks`); nothing else changes.
+
+    Args:
+        masks: ``(n_obj, H, W)`` tensor or ndarray, any dtype, non-zero =
+            object (uint8 {0, 1} from :func:`decode_mask`).
+        grid: output side ``g`` (16 for InternVL2.5 at 448 px).
+        mode: ``'nearest'`` or ``'area'``.
+        vision_size: side of the vision input for the ``'area'`` rule.
+        ensure_nonempty: see above.
+
+    Returns:
+        ``(n_obj, g, g) bool``.
+    """
+    masks = _as_mask_stack(masks)
+    x = (masks != 0).to(torch.float32)[None]  # (1, n, H, W)
+    if x.shape[1] == 0:
+        return torch.zeros((0, grid, grid), dtype=torch.bool)
+    if mode == 'nearest':
+        pooled = F.interpolate(x, size=(grid, grid), mode='nearest')[0] > 0
+    elif mode == 'area':
+        resized = F.interpolate(x, size=(vision_size, vision_size),
+                                mode='nearest')
+        pooled = F.adaptive_avg_pool2d(resized, (grid, grid))[0] > 0.5
+    else:
+        raise ValueError(f"unknown pooling mode {mode!r} (expected 'nearest' "
+                         f"or 'area')")
+    if ensure_nonempty:
+        pooled, _ = repair_empty_prompt_masks(masks, pooled)
+    return pooled
+
+
+def region_token_counts(prompt_masks) -> list[int]:
+    """``<IMG_CONTEXT>`` count of each region: its True cells.
+
+    Args:
+        prompt_masks: ``(n_obj, g, g)`` bool / uint8.
+
+    Returns:
+        list of ``n_obj`` ints.
+    """
+    prompt_masks = _as_mask_stack(prompt_masks)
+    return [int(v) for v in (prompt_masks != 0).flatten(1).sum(1).tolist()]
+
+
+def visual_prompt_text(counts: Sequence[int], compact: bool = False) -> str:
+    """Sa2VA's region prompt for ``len(counts)`` regions.
+
+    ``There are {N} part regions in the picture: region1<vp>{K1 x
+    <IMG_CONTEXT>}</vp>, region2<vp>...</vp>.\\n`` ("regions" even for
+    N = 1). With ``compact=True`` each run of ``K`` context tokens is
+    written as the run marker of :mod:`projects.sa2va.transforms.text`
+    (``<IMG_CONTEXT*K>``), which the conversation encoder expands to ids
+    without tokenizing ``K`` strings.
+    """
+    from .text import context_run  # local: text imports transformers
+    parts = []
+    for i, k in enumerate(counts):
+        if k < 0:
+            raise ValueError(f'region {i + 1} has a negative token count {k}')
+        run = context_run(k) if compact else IMG_CONTEXT_TOKEN * k
+        parts.append(f'region{i + 1}{VP_START_TOKEN}{run}{VP_END_TOKEN}')
+    return (f'There are {len(counts)} part regions in the picture: '
+            + ', '.join(parts) + '.\n')
+
+
+# ---------------------------------------------------------------------------
+# The owner's mask <-> caption "option A" pair
+# ---------------------------------------------------------------------------
+def _mask_to_array(mask) -> np.ndarray:
+    if isinstance(mask, Image.Image):
+        mask = np.asarray(mask)
+    elif isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[0] == 1:
+        mask = mask[0]
+    elif mask.ndim == 3 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ValueError(f'mask must be (H, W), got shape {mask.shape}')
+    return mask
+
+
+def mask_caption_item(image: Image.Image, mask, caption: str | None = None,
+                      size: int = SAM2_IMAGE_SIZE) -> dict:
+    """One sample of the owner's mask <-> caption data ("option A").
+
+    * ``image1``: RGB, PIL bilinear resize to ``(size, size)``, ToTensor,
+      ImageNet Normalize -> ``(3, size, size) float32``.
+    * ``mask1``: PIL nearest resize to ``(size, size)`` of the binarised
+      mask -> ``(size, size) float32`` in {0, 1} (an 8-bit 0/1 mask is not
+      divided by 255; a 0/255 mask gives the same result).
+    * ``g_pixel_values``: the SAM2 input from the raw pixels
+      (:func:`sam2_pixel_values`) -> ``(3, size, size) uint8``; never made
+      by scaling ``image1``.
+    * ``caption``: passed through.
+
+    Args:
+        image: PIL image, original size ``(W, H)``.
+        mask: ``(H, W)`` array / tensor / PIL image, non-zero = object
+            (0/1, 0/255 or bool).
+    """
+    image = _to_rgb(image)
+    array = _mask_to_array(mask)
+    if array.shape != (image.height, image.width):
+        raise ValueError(f'mask shape {array.shape} differs from the image '
+                         f'size (H, W) = {(image.height, image.width)}')
+    image1 = TF.normalize(
+        TF.to_tensor(image.resize((size, size), Image.BILINEAR)),
+        IMAGENET_MEAN, IMAGENET_STD)
+    binary = Image.fromarray((array != 0).astype(np.uint8))
+    mask1 = torch.from_numpy(
+        np.asarray(binary.resize((size, size), Image.NEAREST)).copy()
+    ).to(torch.float32)
+    return dict(image1=image1, mask1=mask1,
+                g_pixel_values=sam2_pixel_values(image, size),
+                caption=caption)
+
+
+def derive_mask_caption_batch(image1: torch.Tensor, mask1: torch.Tensor,
+                              image_size: int = IMAGE_SIZE,
+                              grid: int = GRID_SIZE) -> dict:
+    """Batch-side "option A" derivation (runs on device).
+
+    Args:
+        image1: ``(B, 3, S, S) float`` ImageNet-normalised (S = 1024).
+        mask1: ``(B, S, S) float`` in {0, 1}.
+
+    Returns:
+        dict with ``pixel_values (B, 3, image_size, image_size)`` (bilinear,
+        ``align_corners=False``), ``prompt_masks (B, grid, grid) bool``
+        (nearest) and ``gt_masks (B, S, S)`` (``mask1`` itself, for the loss
+        after resizing to the prediction size).
+    """
+    if image1.ndim != 4 or mask1.ndim != 3:
+        raise ValueError(f'expected image1 (B, 3, S, S) and mask1 (B, S, S), '
+                         f'got {tuple(image1.shape)} and {tuple(mask1.shape)}')
+    pixel_values = F.interpolate(image1, size=(image_size, image_size),
+                                 mode='bilinear', align_corners=False)
+    prompt_masks = F.interpolate(mask1[:, None].float(), size=(grid, grid),
+                                 mode='nearest')[:, 0].bool()
+    return dict(pixel_values=pixel_values, prompt_masks=prompt_masks,
+                gt_masks=mask1)

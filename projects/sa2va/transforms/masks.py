@@ -1,0 +1,152 @@
+"""Mask transforms: decode, ground-truth masks, visual-prompt masks."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..constants import GRID_SIZE, IMAGE_SIZE
+from ..registry import TRANSFORMS
+from .base import BaseTransform, RecordError, bump, require
+from .functional import (decode_mask, pool_prompt_masks,
+                         region_token_counts, repair_empty_prompt_masks)
+
+
+def _is_single_encoding(seg) -> bool:
+    """An RLE dict or a polygon list (list of flat coordinate lists)."""
+    if isinstance(seg, dict):
+        return True
+    return (isinstance(seg, (list, tuple)) and len(seg) > 0
+            and all(isinstance(p, (list, tuple)) and len(p) > 0
+                    and isinstance(p[0], (int, float)) for p in seg))
+
+
+def decode_object(parts, height: int, width: int,
+                  combine: str = 'union') -> np.ndarray:
+    """Decode one object made of one or several encoded parts.
+
+    Args:
+        parts: one encoding accepted by
+            :func:`~projects.sa2va.transforms.functional.decode_mask`, or a
+            list of them (several annotations / RLEs forming one object).
+        height, width: image size.
+        combine: ``'union'`` (default; values stay in {0, 1}) or ``'sum'``
+            (Sa2VA's RefCOCO/GCG habit of adding parts: overlaps give 2).
+
+    Returns:
+        ``(height, width) uint8``.
+    """
+    if _is_single_encoding(parts):
+        return decode_mask(parts, height, width)
+    if not isinstance(parts, (list, tuple)) or not parts:
+        raise ValueError('object has no mask parts')
+    decoded = [decode_mask(p, height, width) for p in parts]
+    if combine == 'union':
+        return np.maximum.reduce(decoded)
+    if combine == 'sum':
+        return np.sum(decoded, axis=0).astype(np.uint8)
+    raise ValueError(f"combine must be 'union' or 'sum', got {combine!r}")
+
+
+@TRANSFORMS.register_module()
+class DecodeMasks(BaseTransform):
+    """Decode the objects' masks at the original image size.
+
+    Args:
+        combine: how the parts of one object merge (see
+            :func:`decode_object`).
+        allow_empty: keep objects whose decoded mask is all zero. Off by
+            default: an empty target or region is a bad record.
+
+    Required Keys: ``segmentations`` (list over objects; each one encoding
+    or a list of parts), ``ori_shape`` ((H, W)).
+
+    Added Keys: ``masks``: ``(n_obj, H, W) uint8`` in {0, 1} (``'sum'``:
+    small non-negative ints).
+
+    Raises:
+        RecordError: ``'bad_mask'`` (undecodable, names the object) or
+        ``'empty_mask'``.
+    """
+
+    def __init__(self, combine: str = 'union', allow_empty: bool = False):
+        self.combine = combine
+        self.allow_empty = allow_empty
+
+    def transform(self, results: dict) -> dict:
+        segs, (h, w) = require(results, 'segmentations', 'ori_shape',
+                               where='DecodeMasks')
+        masks = []
+        for i, seg in enumerate(segs):
+            try:
+                m = decode_object(seg, h, w, self.combine)
+            except (ValueError, TypeError) as exc:
+                raise RecordError('bad_mask',
+                                  f'object {i}: {exc}') from None
+            if not self.allow_empty and not m.any():
+                raise RecordError('empty_mask', f'object {i} has an empty '
+                                  f'mask at {h}x{w}')
+            masks.append(m)
+        results['masks'] = torch.from_numpy(
+            np.stack(masks) if masks else np.zeros((0, h, w), np.uint8))
+        return results
+
+
+@TRANSFORMS.register_module()
+class PoolPromptMasks(BaseTransform):
+    """Reduce region masks to the vision grid: the visual-prompt masks.
+
+    Args:
+        mode: ``'nearest'`` (Osprey) or ``'area'`` (Describe Anything).
+        grid, vision_size: see
+            :func:`~projects.sa2va.transforms.functional.pool_prompt_masks`.
+        ensure_nonempty: give a vanished region its best cell (default on;
+            each repair is counted as ``prompt_mask_repaired``). Off gives
+            Sa2VA's exact tensors, where a tiny region gets zero tokens.
+        min_cells: reject the sample if any region has fewer cells
+            (Sa2VA v2 uses 4); 0 keeps everything.
+        keep_gt: keep ``masks`` in the results (the mask <-> caption family
+            also uses them as ground truth); by default they are dropped.
+
+    Required Keys: ``masks`` ((n_obj, H, W)), and ``pixel_values`` ((n, 3,
+    s, s)) for the tile count.
+
+    Added Keys: ``prompt_masks`` ((n_obj, grid, grid) bool),
+    ``region_token_counts`` (list of n_obj ints = True cells per region),
+    ``vp_overall_mask`` ((n,) bool, True only for the last tile: the
+    thumbnail, or the single tile).
+    """
+
+    def __init__(self, mode: str = 'nearest', grid: int = GRID_SIZE,
+                 vision_size: int = IMAGE_SIZE, ensure_nonempty: bool = True,
+                 min_cells: int = 0, keep_gt: bool = False):
+        if mode not in ('nearest', 'area'):
+            raise ValueError(f"mode must be 'nearest' or 'area', got {mode!r}")
+        self.mode = mode
+        self.grid = grid
+        self.vision_size = vision_size
+        self.ensure_nonempty = ensure_nonempty
+        self.min_cells = min_cells
+        self.keep_gt = keep_gt
+
+    def transform(self, results: dict) -> dict:
+        masks, pixel = require(results, 'masks', 'pixel_values',
+                               where='PoolPromptMasks')
+        pooled = pool_prompt_masks(masks, self.grid, self.mode,
+                                   self.vision_size, ensure_nonempty=False)
+        if self.ensure_nonempty:
+            pooled, repaired = repair_empty_prompt_masks(masks, pooled)
+            bump(results, 'prompt_mask_repaired', repaired)
+        counts = region_token_counts(pooled)
+        if self.min_cells and min(counts, default=self.min_cells) < \
+                self.min_cells:
+            raise RecordError(
+                'small_region', f'region token counts {counts}: a region has '
+                f'fewer than min_cells={self.min_cells} grid cells')
+        results['prompt_masks'] = pooled
+        results['region_token_counts'] = counts
+        vp = torch.zeros(pixel.shape[0], dtype=torch.bool)
+        vp[-1] = True
+        results['vp_overall_mask'] = vp
+        if not self.keep_gt:
+            results.pop('masks')
+        return results
