@@ -211,7 +211,8 @@ class InternVLChatConfig(PretrainedConfig):
         for key in ('vision_config', 'llm_config'):
             sub = getattr(self, key)
             output[key] = sub.to_dict()
-            output[key].pop('transformers_version', None)
+            for private in ('transformers_version', '_attn_implementation_autoset'):
+                output[key].pop(private, None)
             if key == 'llm_config':
                 output[key]['model_type'] = sub.model_type
         return output

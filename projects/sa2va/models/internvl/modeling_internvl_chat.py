@@ -197,6 +197,19 @@ class InternVLChat(PreTrainedModel):
             model.img_context_token_id = config.img_context_token_id
         return (model, info) if want_info else model
 
+    def save_pretrained(self, save_directory: Union[str, Path], *args, **kwargs) -> None:
+        """Write ``config.json`` + safetensors (sharded above ``max_shard_size``) in the
+        official layout; ``architectures`` is recorded as ``InternVLChatModel`` like the
+        official files. A LoRA-wrapped LLM must be merged first (:meth:`merge_llm_lora`)."""
+        if hasattr(self.language_model, 'merge_and_unload'):
+            raise ValueError('language_model is LoRA-wrapped: call merge_llm_lora() before '
+                             'save_pretrained so the official key layout is written')
+        super().save_pretrained(save_directory, *args, **kwargs)
+        config_file = Path(save_directory) / 'config.json'
+        saved = json.loads(config_file.read_text())
+        saved['architectures'] = ['InternVLChatModel']
+        config_file.write_text(json.dumps(saved, indent=2, sort_keys=True) + '\n')
+
     # ------------------------------------------------------------------------------ vision
     def extract_feature(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Vision tokens for the LLM.
@@ -364,18 +377,31 @@ class InternVLChat(PreTrainedModel):
             r, lora_alpha, lora_dropout: LoRA rank, scaling numerator, dropout.
             target_modules: module-name suffixes; default per family (all attention and MLP
                 linears), see ``LORA_TARGET_MODULES``.
-            trainable_token_indices: rows of the input embedding (list) or of named embedding
-                modules (dict, e.g. ``{'embed_tokens': ids, 'lm_head': ids}``) to train, e.g.
-                the ids returned by :meth:`prepare_for_tokenizer`.
+            trainable_token_indices: rows to train (peft trainable tokens), e.g. the ids returned
+                by :meth:`prepare_for_tokenizer`; a list applies to the input embedding and the
+                (untied) lm_head, a dict names the modules (``{'embed_tokens': ids}``).
         """
         from peft import LoraConfig, get_peft_model
+        if hasattr(self.language_model, 'merge_and_unload'):
+            raise ValueError('language_model is already LoRA-wrapped')
         if target_modules is None:
             target_modules = LORA_TARGET_MODULES[self.config.llm_config.model_type]
+        if isinstance(trainable_token_indices, (list, tuple)) and trainable_token_indices:
+            trainable_token_indices = self._embedding_rows(list(trainable_token_indices))
         lora_cfg = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                               target_modules=list(target_modules), task_type='CAUSAL_LM',
                               trainable_token_indices=trainable_token_indices or None)
         self.language_model = get_peft_model(self.language_model, lora_cfg)
         self.config.use_llm_lora = r
+
+    def _embedding_rows(self, rows: List[int]) -> Dict[str, List[int]]:
+        """``{module name: rows}`` for the input embedding and, if untied, the lm_head."""
+        targets = [self.language_model.get_input_embeddings()]
+        out_emb = self.language_model.get_output_embeddings()
+        if out_emb is not None and out_emb.weight is not targets[0].weight:
+            targets.append(out_emb)
+        names = {id(m): n.rsplit('.', 1)[-1] for n, m in self.language_model.named_modules()}
+        return {names[id(m)]: rows for m in targets}
 
     def merge_llm_lora(self) -> None:
         """Fold the LoRA adapters (and trainable token rows) into the base weights so that
