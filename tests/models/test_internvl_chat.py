@@ -110,6 +110,30 @@ def test_save_load_round_trip_identical_logits(tiny, tmp_path):
         assert torch.equal(again(**batch).logits, ref), sub
 
 
+@torch.no_grad()
+def test_official_style_config_json_loads(tiny, tiny_dir, tmp_path):
+    """Fields an official InternVL2.5 config.json carries that our saver does not write."""
+    import shutil
+    model, tokenizer = tiny
+    official = tmp_path / 'official'
+    shutil.copytree(tiny_dir, official)
+    config = json.loads((official / 'config.json').read_text())
+    config['auto_map'] = {'AutoConfig': 'configuration_internvl_chat.InternVLChatConfig',
+                          'AutoModel': 'modeling_internvl_chat.InternVLChatModel'}
+    config['vision_config'].update(use_flash_attn=True, architectures=['InternVisionModel'])
+    config['llm_config'].update(attn_implementation='flash_attention_2',
+                                _name_or_path='Qwen/Qwen2.5-0.5B-Instruct')
+    config['torch_dtype'] = 'bfloat16'
+    config.pop('img_context_token_id')
+    (official / 'config.json').write_text(json.dumps(config))
+    again = InternVLChat.from_pretrained(official).eval()
+    assert again.img_context_token_id is None
+    assert again.language_model.config._attn_implementation == 'sdpa'
+    again.prepare_for_tokenizer(tokenizer)
+    batch = make_batch(tokenizer, (1, ))
+    assert torch.equal(again(**batch).logits, model(**batch).logits)
+
+
 def _corrupt(tiny_dir, tmp_path, edit):
     import shutil
     bad = tmp_path / 'bad'
@@ -308,3 +332,55 @@ def test_projector_layout():
     assert [type(m).__name__ for m in mlp] == ['LayerNorm', 'Linear', 'GELU', 'Linear']
     assert mlp[0].eps == 1e-5 and mlp[2].approximate == 'none'
     assert mlp[1].weight.shape == (896, 4096)
+
+
+REMOTE_CONFIG = '''
+from transformers import LlamaConfig
+
+
+class InternLM2Config(LlamaConfig):
+    model_type = 'internlm2'
+'''
+REMOTE_MODEL = '''
+from transformers import LlamaForCausalLM
+
+from .configuration_internlm2 import InternLM2Config
+
+
+class InternLM2ForCausalLM(LlamaForCausalLM):
+    """Stand-in for the checkpoint's own code (Llama layout under the internlm2 name)."""
+    config_class = InternLM2Config
+'''
+
+
+@torch.no_grad()
+def test_internlm2_code_is_read_from_the_checkpoint_directory(tmp_path, monkeypatch):
+    from transformers import dynamic_module_utils
+    monkeypatch.setattr(dynamic_module_utils, 'HF_MODULES_CACHE', str(tmp_path / 'modules'))
+    src = tmp_path / 'src'
+    src.mkdir()
+    (src / 'configuration_internlm2.py').write_text(REMOTE_CONFIG)
+    (src / 'modeling_internlm2.py').write_text(REMOTE_MODEL)
+    llm = dict(architectures=['InternLM2ForCausalLM'], model_type='internlm2', vocab_size=40,
+               hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+               num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    config = InternVLChatConfig(
+        vision_config=dict(image_size=56, hidden_size=16, num_attention_heads=2,
+                           intermediate_size=32, num_hidden_layers=1),
+        llm_config=llm, img_context_token_id=5)
+    config._name_or_path = str(src)
+    model = InternVLChat(config, llm_trust_remote_code=True).eval()
+    assert type(model.language_model).__name__ == 'InternLM2ForCausalLM'
+    ckpt = tmp_path / 'ckpt'
+    model.save_pretrained(ckpt)
+    for name in ('configuration_internlm2.py', 'modeling_internlm2.py'):
+        (ckpt / name).write_text((src / name).read_text())
+    assert json.loads((ckpt / 'config.json').read_text())['llm_config']['model_type'] == \
+        'internlm2'
+    with pytest.raises(ValueError, match='trust_remote_code=True'):
+        InternVLChat.from_pretrained(ckpt)
+    again = InternVLChat.from_pretrained(ckpt, trust_remote_code=True).eval()
+    ids = torch.tensor([[1] + [5] * 4 + [2]])
+    px = torch.randn(1, 3, 56, 56)
+    assert torch.equal(again(input_ids=ids, pixel_values=px).logits,
+                       model(input_ids=ids, pixel_values=px).logits)

@@ -122,6 +122,9 @@ def build_llm_config(llm_config: Union[None, Dict[str, Any], PretrainedConfig]) 
                              f'{cfg.get("architectures")}')
         cfg['model_type'] = guess
     model_type = cfg.pop('model_type')
+    # Official files pin 'flash_attention_2' here; the attention backend is chosen at load
+    # time instead (``from_pretrained(attn_implementation=...)``, default SDPA).
+    cfg.pop('attn_implementation', None)
     if model_type in NATIVE_LLM_TYPES:
         return AutoConfig.for_model(model_type, **cfg)
     if model_type in REMOTE_LLM_TYPES:
