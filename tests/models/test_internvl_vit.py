@@ -181,3 +181,19 @@ def test_full_size_keys_and_shapes_on_meta(size):
     assert n_vision == manifest['param_counts']['vision_model']
     assert n_mlp1 == manifest['param_counts']['mlp1']
     assert len(shapes) == sum(manifest['num_param_tensors'].values())
+
+
+@torch.no_grad()
+def test_select_layer_takes_that_hidden_state(variant):
+    name, model, config, golden = variant
+    model.select_layer = -2
+    try:
+        feats = model.extract_feature(golden['pixel_values'])
+    finally:
+        model.select_layer = -1
+    state = golden['vit_all_hidden_states'][-2][:, 1:]
+    g = config['patch_grid'][0]
+    grid = pixel_shuffle(state.reshape(state.shape[0], g, g, -1), 0.5)
+    expected = model.mlp1(grid.flatten(1, 2))
+    assert_close(feats, expected, 'select_layer -2')
+    assert (feats - golden['mlp1_out']).abs().max() > 1e-2
