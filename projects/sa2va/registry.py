@@ -11,40 +11,43 @@ class object itself (``type=RefCOCODataset``, the Sa2VA habit); mmengine's
 lookup by string imports them on first use: a config never needs
 ``custom_imports`` for the plugin's own classes.
 """
-from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
-from mmengine.registry import EVALUATOR as MMENGINE_EVALUATOR
-from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
-from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import METRICS as MMENGINE_METRICS
-from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine import registry as mmengine_registry
 from mmengine.registry import Registry
 
 SCOPE = 'sa2va'
 
-DATASETS = Registry(
-    'dataset', parent=MMENGINE_DATASETS, scope=SCOPE,
-    locations=['projects.sa2va.datasets'])
-DATA_SAMPLERS = Registry(
-    'data sampler', parent=MMENGINE_DATA_SAMPLERS, scope=SCOPE,
-    locations=['projects.sa2va.datasets'])
-TRANSFORMS = Registry(
-    'transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE,
-    locations=['projects.sa2va.transforms'])
-# Collate functions and other plain functions a config names by string.
-FUNCTIONS = Registry(
-    'function', parent=MMENGINE_FUNCTIONS, scope=SCOPE,
-    locations=['projects.sa2va.datasets'])
-MODELS = Registry(
-    'model', parent=MMENGINE_MODELS, scope=SCOPE,
-    locations=['projects.sa2va.models'])
-HOOKS = Registry(
-    'hook', parent=MMENGINE_HOOKS, scope=SCOPE,
-    locations=['projects.sa2va.engine'])
-METRICS = Registry(
-    'metric', parent=MMENGINE_METRICS, scope=SCOPE,
-    locations=['projects.sa2va.evaluation'])
-EVALUATOR = Registry(
-    'evaluator', parent=MMENGINE_EVALUATOR, scope=SCOPE,
-    locations=['projects.sa2va.evaluation'])
+
+def _child(name: str, location: str | None = None) -> Registry:
+    parent = getattr(mmengine_registry, name)
+    return Registry(parent.name, parent=parent, scope=SCOPE,
+                    locations=[location] if location else [])
+
+
+DATASETS = _child('DATASETS', 'projects.sa2va.datasets')
+DATA_SAMPLERS = _child('DATA_SAMPLERS', 'projects.sa2va.datasets')
+TRANSFORMS = _child('TRANSFORMS', 'projects.sa2va.transforms')
+# Collate functions and other plain functions a config names by string
+# (``collate_fn=dict(type='sa2va.sa2va_collate_fn')``: mmengine looks
+# functions up without the default scope, so keep the ``sa2va.`` prefix).
+FUNCTIONS = _child('FUNCTIONS', 'projects.sa2va.datasets')
+MODELS = _child('MODELS', 'projects.sa2va.models')
+HOOKS = _child('HOOKS', 'projects.sa2va.engine')
+METRICS = _child('METRICS', 'projects.sa2va.evaluation')
+EVALUATOR = _child('EVALUATOR', 'projects.sa2va.evaluation')
+LOOPS = _child('LOOPS', 'projects.sa2va.engine')
+# Registries the plugin does not extend yet: children exist so that
+# building from the ``sa2va`` scope resolves to mmengine's classes quietly.
+RUNNERS = _child('RUNNERS')
+RUNNER_CONSTRUCTORS = _child('RUNNER_CONSTRUCTORS')
+STRATEGIES = _child('STRATEGIES')
+MODEL_WRAPPERS = _child('MODEL_WRAPPERS')
+WEIGHT_INITIALIZERS = _child('WEIGHT_INITIALIZERS')
+OPTIMIZERS = _child('OPTIMIZERS')
+OPTIM_WRAPPERS = _child('OPTIM_WRAPPERS')
+OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS')
+PARAM_SCHEDULERS = _child('PARAM_SCHEDULERS')
+TASK_UTILS = _child('TASK_UTILS')
+VISUALIZERS = _child('VISUALIZERS')
+VISBACKENDS = _child('VISBACKENDS')
+LOG_PROCESSORS = _child('LOG_PROCESSORS')
+INFERENCERS = _child('INFERENCERS')

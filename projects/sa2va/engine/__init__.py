@@ -1,1 +1,2 @@
-"""engine of the Sa2VA plugin."""
+"""Engine parts of the plugin: hooks."""
+from .hooks import DataStatsHook  # noqa: F401

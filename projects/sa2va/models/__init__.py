@@ -1,3 +1,4 @@
 """models of the Sa2VA plugin."""
 from .internvl import InternVLChat, InternVLChatConfig  # noqa: F401
 from .sam2 import SAM2Base, build_sam2, normalize_sam2_images  # noqa: F401
+from .data_preprocessor import Sa2VADataPreprocessor  # noqa: F401

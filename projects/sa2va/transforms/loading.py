@@ -35,13 +35,27 @@ def open_rgb(path: str) -> Image.Image:
 class LoadImage(BaseTransform):
     """Load one image as RGB.
 
+    Args:
+        allow_text_only: a record without ``img_path`` is a text-only sample
+            (``text_only=True``; the image steps after it do nothing) instead
+            of an error.
+
     Required Keys: ``img_path`` (str).
 
-    Added Keys: ``image`` (PIL RGB), ``ori_shape`` ((H, W) ints).
+    Added Keys: ``image`` (PIL RGB), ``ori_shape`` ((H, W) ints), or
+    ``text_only`` (True).
     """
 
+    def __init__(self, allow_text_only: bool = False):
+        self.allow_text_only = allow_text_only
+
     def transform(self, results: dict) -> dict:
-        path, = require(results, 'img_path', where='LoadImage')
+        if not results.get('img_path'):
+            if self.allow_text_only:
+                results['text_only'] = True
+                return results
+            raise RecordError('missing_image', 'record has no img_path')
+        path = results['img_path']
         image = open_rgb(path)
         results['image'] = image
         results['ori_shape'] = (image.height, image.width)
@@ -99,6 +113,8 @@ class DynamicTiles(BaseTransform):
         self.enabled = enabled
 
     def transform(self, results: dict) -> dict:
+        if results.get('text_only'):
+            return results
         image, = require(results, 'image', where='DynamicTiles')
         if self.enabled:
             tiles = dynamic_tiles(image, self.min_num, self.max_num,
@@ -138,6 +154,8 @@ class ImagesToTensor(BaseTransform):
         self.as_uint8 = as_uint8
 
     def transform(self, results: dict) -> dict:
+        if results.get('text_only'):
+            return results
         images, = require(results, self.key, where='ImagesToTensor')
         pixel = torch.stack(
             [image_to_uint8_tensor(im, self.image_size) for im in images])
@@ -161,6 +179,8 @@ class SAM2Input(BaseTransform):
         self.size = size
 
     def transform(self, results: dict) -> dict:
+        if results.get('text_only'):
+            return results
         src, = require(results, self.key, where='SAM2Input')
         if isinstance(src, Image.Image):
             results['g_pixel_values'] = sam2_pixel_values(src, self.size)

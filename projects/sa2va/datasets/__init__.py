@@ -1,0 +1,7 @@
+"""Datasets of the six families, collate function and samplers."""
+from .base import (Sa2VABaseDataset, build_pipeline,  # noqa: F401
+                   estimate_text_tokens, estimate_tiles)
+from .collate import sa2va_collate_fn  # noqa: F401
+from .samplers import (LengthGroupedSampler, get_modality_lengths,  # noqa
+                       length_grouped_indices)
+from .vqa import LLaVADataset  # noqa: F401

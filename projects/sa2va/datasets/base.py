@@ -1,0 +1,181 @@
+"""Base class of every Sa2VA dataset: compact index, pipeline, bad records.
+
+Built on mmengine's :class:`~mmengine.dataset.BaseDataset`:
+
+* ``load_data_list()`` (per family) parses the annotation index once;
+  ``serialize_data=True`` packs it into one numpy byte buffer plus offsets,
+  shared by forked dataloader workers instead of copied per process;
+* ``modality_length`` is an int32 array estimated from the index when it is
+  built (text tokens + 256 x tiles/frames; negative for text-only samples),
+  for the length-grouped sampler;
+* the pipeline is a list of transforms from the plugin's ``TRANSFORMS``
+  registry (config dicts, or objects);
+* a bad record (a transform raises :class:`RecordError`) is logged with the
+  dataset, index and reason, counted, and replaced by the next record in a
+  seeded random order; the returned sample carries the count in
+  ``data_stats['skipped/<reason>']`` so the training log shows it. More than
+  ``max_bad_fraction`` bad records (after ``min_bad_checks`` tries) raise.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+from mmengine.dataset import BaseDataset
+from mmengine.logging import print_log
+
+from ..constants import NUM_IMAGE_TOKENS
+from ..registry import TRANSFORMS
+from ..transforms.base import RecordError, bump
+
+
+def build_pipeline(pipeline: Sequence) -> list[Callable]:
+    """Transforms from config dicts (plugin registry) or callables."""
+    out = []
+    for t in pipeline or []:
+        if isinstance(t, dict):
+            out.append(TRANSFORMS.build(t))
+        elif callable(t):
+            out.append(t)
+        else:
+            raise TypeError(f'pipeline step must be a dict or callable, '
+                            f'got {type(t).__name__}')
+    return out
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Rough token count of English text (about 4 characters per token).
+
+    Used only for length grouping, where the order of magnitude matters;
+    computed from the annotation, never by tokenising every record.
+    """
+    return max(1, math.ceil(len(text) / 4))
+
+
+def estimate_tiles(width: int, height: int, max_num: int = 12,
+                   min_num: int = 1, use_thumbnail: bool = True) -> int:
+    """Tiles InternVL's dynamic tiling gives an image of this size."""
+    from ..transforms.functional import find_closest_grid
+    if width <= 0 or height <= 0:
+        return 1
+    cols, rows = find_closest_grid(width, height, min_num, max_num)
+    n = cols * rows
+    return n + 1 if use_thumbnail and n > 1 else n
+
+
+class Sa2VABaseDataset(BaseDataset):
+    """Common machinery of the six families (see module docstring).
+
+    Subclasses implement ``load_data_list()`` returning dicts with at least
+    the keys their pipeline needs, and ``modality_length_of(info)``.
+
+    Args:
+        pipeline: transforms (dicts or callables).
+        dataset_name: name used in logs and counters (default: class name).
+        max_bad_fraction: raise when more than this fraction of the records
+            tried in one process are bad.
+        min_bad_checks: records tried before the fraction is enforced.
+        max_refetch: bad records tried in a row before raising.
+        **kwargs: mmengine ``BaseDataset`` arguments (``ann_file``,
+            ``data_root``, ``data_prefix``, ``indices``, ``lazy_init``, ...).
+    """
+
+    def __init__(self, *args, pipeline: Sequence = (),
+                 dataset_name: str | None = None,
+                 max_bad_fraction: float = 0.05, min_bad_checks: int = 100,
+                 max_refetch: int = 100, **kwargs):
+        self.dataset_name = dataset_name or type(self).__name__
+        self.max_bad_fraction = max_bad_fraction
+        self.min_bad_checks = min_bad_checks
+        self._tried = 0
+        self._bad = 0
+        self._modality_length: np.ndarray | None = None
+        super().__init__(*args, pipeline=build_pipeline(pipeline),
+                         max_refetch=max_refetch, **kwargs)
+
+    # -- index --------------------------------------------------------------
+    def modality_length_of(self, info: dict) -> int:
+        """Token-length estimate of one record (override per family).
+
+        Default: text tokens of ``info['text_for_length']`` (or 64) plus
+        256 per tile in ``info['num_tiles_estimate']`` (0 = text only,
+        returned negative).
+        """
+        text = estimate_text_tokens(info.get('text_for_length', '')) \
+            if info.get('text_for_length') else 64
+        tiles = int(info.get('num_tiles_estimate', 1))
+        if tiles == 0:
+            return -text
+        return text + NUM_IMAGE_TOKENS * tiles
+
+    def full_init(self):
+        if self._fully_initialized:
+            return
+        super().full_init()
+        lengths = np.fromiter(
+            (self.modality_length_of(self.get_data_info(i))
+             for i in range(len(self))), dtype=np.int32, count=len(self))
+        if (lengths == 0).any():
+            raise ValueError(f'{self.dataset_name}: modality_length of 0 for '
+                             f'records {np.flatnonzero(lengths == 0)[:5]}')
+        self._modality_length = lengths
+
+    @property
+    def modality_length(self) -> np.ndarray:
+        """``(len(self),) int32``: token-length estimate per sample."""
+        if not self._fully_initialized:
+            self.full_init()
+        return self._modality_length
+
+    # -- samples ------------------------------------------------------------
+    def prepare_data(self, idx: int) -> dict:
+        info = self.get_data_info(idx)
+        info['sample_idx'] = idx
+        info.setdefault('dataset_name', self.dataset_name)
+        return self.pipeline(info)
+
+    def describe_record(self, idx: int) -> str:
+        """Short identification of a record for error messages."""
+        info = self.get_data_info(idx)
+        where = [f'{k}={info[k]!r}' for k in ('img_path', 'video_path',
+                                              'record_id') if k in info]
+        return f'{self.dataset_name}[{idx}] ' + ' '.join(where)
+
+    def __getitem__(self, idx: int) -> dict:
+        if not self._fully_initialized:
+            print_log('Please call `full_init()` method manually to '
+                      'accelerate the speed.', logger='current', level=30)
+            self.full_init()
+        skipped: dict[str, int] = {}
+        rng = None
+        for _ in range(self.max_refetch + 1):
+            self._tried += 1
+            try:
+                data = self.prepare_data(idx)
+            except RecordError as exc:
+                self._bad += 1
+                skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+                print_log(f'skipping bad record {self.describe_record(idx)}: '
+                          f'{exc.reason}: {exc}', logger='current', level=30)
+                self._check_bad_fraction()
+                if rng is None:
+                    rng = np.random.default_rng(idx)
+                idx = int(rng.integers(len(self)))
+                continue
+            for reason, n in skipped.items():
+                bump(data, f'skipped/{reason}', n)
+            return data
+        raise RuntimeError(
+            f'{self.dataset_name}: {self.max_refetch + 1} bad records in a '
+            f'row (last: {self.describe_record(idx)}); reasons {skipped}. '
+            f'Run tools/check_data.py on the config.')
+
+    def _check_bad_fraction(self) -> None:
+        if self._tried >= self.min_bad_checks and \
+                self._bad > self.max_bad_fraction * self._tried:
+            raise RuntimeError(
+                f'{self.dataset_name}: {self._bad} of {self._tried} records '
+                f'tried are bad (more than max_bad_fraction='
+                f'{self.max_bad_fraction}). Fix the data or raise the limit; '
+                f'tools/check_data.py lists the bad records.')

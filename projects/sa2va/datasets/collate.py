@@ -1,0 +1,159 @@
+"""Batching: one dict of model inputs from a list of samples."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..constants import IGNORE_INDEX, IMAGE_SIZE
+from ..registry import FUNCTIONS
+
+
+def _as_long(x) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(
+        x, dtype=torch.long)
+
+
+@FUNCTIONS.register_module()
+def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
+                     dummy_image_for_text_only: bool = True,
+                     image_size: int = IMAGE_SIZE) -> dict:
+    """Collate Sa2VA samples of any family into one batch.
+
+    Per sample (keys present depend on the family): ``input_ids``,
+    ``labels`` (lists or 1-D tensors), ``pixel_values (n_i, 3, s, s)``
+    (uint8 or float, the same for every sample of a batch),
+    ``g_pixel_values`` ``(3, S, S)`` or ``(T, 3, S, S)`` uint8, ``masks``
+    ``(n_obj * T, H, W)``, ``prompt_masks (n_obj, g, g)``,
+    ``vp_overall_mask (n_i,)``, ``image1``/``mask1`` (mask <-> caption),
+    ``data_stats`` (dict of counters), ``meta`` (dict).
+
+    Args:
+        instances: samples from the dataset pipelines.
+        pad_index: id used to pad ``input_ids`` (the tokenizer's pad id).
+        dummy_image_for_text_only: give each text-only sample one zero tile
+            with ``image_flags`` 0 (InternVL's convention), so the vision
+            tower and projector take part in every step (no unused
+            parameters under DDP) while contributing nothing.
+        image_size: side of the dummy tile when no sample of the batch has
+            tiles (otherwise it takes their shape).
+
+    Returns:
+        dict with
+
+        * ``input_ids (B, L) long`` padded with ``pad_index``;
+          ``labels (B, L) long`` padded with -100;
+          ``attention_mask (B, L) bool`` (from the lengths, not from the pad
+          id, which may occur inside a sequence); ``position_ids (B, L)
+          long`` (0..len-1, 0 on padding);
+        * ``pixel_values (N, 3, s, s)``: all tiles/frames, sample 0 first;
+          ``image_flags (N,) long`` (0 on dummy tiles); ``num_tiles`` list
+          of B ints;
+        * ``vp_overall_mask (N,) bool`` (all False for samples without a
+          visual prompt) and ``prompt_masks``: list of ``(n_obj, g, g)
+          bool``, one per visual-prompt sample, in batch order;
+        * ``g_pixel_values``: list of ``(3, S, S) uint8`` (every frame of
+          every grounding sample, flattened), ``frames_per_batch``: list of
+          frame counts (1 for an image) per grounding sample, ``masks``:
+          list of GT masks, one per grounding sample;
+        * ``image1 (B', 3, S, S)``, ``mask1 (B', S, S)`` stacked and
+          ``captions`` (list) when samples carry them;
+        * ``data_stats``: counters summed over the batch; ``meta``: list.
+    """
+    if not instances:
+        raise ValueError('cannot collate an empty batch')
+    batch: dict = {}
+    ids = [_as_long(s['input_ids']) for s in instances]
+    labels = [_as_long(s['labels']) for s in instances]
+    for i, (a, b) in enumerate(zip(ids, labels)):
+        if a.shape != b.shape or a.ndim != 1:
+            raise ValueError(f'sample {i}: input_ids {tuple(a.shape)} and '
+                             f'labels {tuple(b.shape)} must be equal 1-D')
+    lengths = torch.tensor([len(a) for a in ids])
+    max_len = int(lengths.max())
+    bsz = len(instances)
+    input_ids = torch.full((bsz, max_len), pad_index, dtype=torch.long)
+    label_t = torch.full((bsz, max_len), IGNORE_INDEX, dtype=torch.long)
+    for i, (a, b) in enumerate(zip(ids, labels)):
+        input_ids[i, :len(a)] = a
+        label_t[i, :len(b)] = b
+    attention_mask = torch.arange(max_len)[None] < lengths[:, None]
+    position_ids = torch.arange(max_len)[None].expand(bsz, -1) * attention_mask
+    batch.update(input_ids=input_ids, labels=label_t,
+                 attention_mask=attention_mask, position_ids=position_ids)
+
+    # Vision tiles / frames.
+    tiles, flags, vp, num_tiles, prompt_masks = [], [], [], [], []
+    dtypes = {s['pixel_values'].dtype for s in instances
+              if s.get('pixel_values') is not None}
+    if len(dtypes) > 1:
+        raise TypeError(f'samples mix pixel_values dtypes {sorted(map(str, dtypes))}'
+                        f'; use one ImagesToTensor(as_uint8=...) setting for '
+                        f'all datasets')
+    tile_dtype = dtypes.pop() if dtypes else torch.uint8
+    shapes = [tuple(s['pixel_values'].shape[1:]) for s in instances
+              if s.get('pixel_values') is not None]
+    tile_shape = shapes[0] if shapes else (3, image_size, image_size)
+    for i, s in enumerate(instances):
+        pv = s.get('pixel_values')
+        if pv is None:
+            if not dummy_image_for_text_only:
+                num_tiles.append(0)
+                continue
+            pv = torch.zeros((1, ) + tile_shape, dtype=tile_dtype)
+            flags.append(torch.zeros(1, dtype=torch.long))
+        else:
+            if pv.ndim != 4:
+                raise ValueError(f'sample {i}: pixel_values must be '
+                                 f'(n, 3, s, s), got {tuple(pv.shape)}')
+            flags.append(torch.ones(pv.shape[0], dtype=torch.long))
+        tiles.append(pv)
+        num_tiles.append(pv.shape[0])
+        if s.get('prompt_masks') is not None:
+            vmask = s.get('vp_overall_mask')
+            if vmask is None or vmask.shape != (pv.shape[0],):
+                raise ValueError(f'sample {i}: prompt_masks need a '
+                                 f'vp_overall_mask of shape ({pv.shape[0]},)')
+            vp.append(vmask.bool())
+            prompt_masks.append(s['prompt_masks'].bool())
+        else:
+            vp.append(torch.zeros(pv.shape[0], dtype=torch.bool))
+    if tiles:
+        batch['pixel_values'] = torch.cat(tiles)
+        batch['image_flags'] = torch.cat(flags)
+        batch['vp_overall_mask'] = torch.cat(vp)
+    batch['num_tiles'] = num_tiles
+    batch['prompt_masks'] = prompt_masks
+
+    # SAM2 inputs and ground-truth masks.
+    g_pixels, frames_per_batch, masks = [], [], []
+    for i, s in enumerate(instances):
+        g = s.get('g_pixel_values')
+        if g is None:
+            if s.get('masks') is not None:
+                raise ValueError(f'sample {i} has masks but no '
+                                 f'g_pixel_values')
+            continue
+        frames = [g] if g.ndim == 3 else list(g)
+        g_pixels.extend(frames)
+        frames_per_batch.append(len(frames))
+        if s.get('masks') is not None:
+            masks.append(s['masks'])
+    batch['g_pixel_values'] = g_pixels
+    batch['frames_per_batch'] = frames_per_batch
+    batch['masks'] = masks
+
+    # The owner's mask <-> caption intermediate format.
+    with_pair = [s for s in instances if s.get('image1') is not None]
+    if with_pair:
+        batch['image1'] = torch.stack([s['image1'] for s in with_pair])
+        batch['mask1'] = torch.stack([s['mask1'] for s in with_pair])
+        batch['captions'] = [s.get('caption') for s in with_pair]
+
+    stats: dict[str, int] = {}
+    for s in instances:
+        for k, v in (s.get('data_stats') or {}).items():
+            stats[k] = stats.get(k, 0) + int(v)
+    batch['data_stats'] = stats
+    batch['meta'] = [s.get('meta', {}) for s in instances]
+    return batch
