@@ -129,3 +129,22 @@ def test_sampler_round_up_and_ranks(monkeypatch):
         assert len(s) == 4  # ceil(10 / 6) = 2 iters x 2
         seen.extend(list(s))
     assert set(seen) == set(range(10)) and len(seen) == 12
+
+
+def test_mixed_dataset_repeats_and_lengths():
+    from projects.sa2va.datasets import MixedDataset
+
+    class _Items(_DS):
+        def __getitem__(self, i):
+            return ('item', int(self.modality_length[i]))
+
+    a, b = _Items(np.arange(1, 11)), _Items(-np.arange(1, 5))
+    mix = MixedDataset([a, b], repeats=[2.5, 1], seed=0)
+    assert len(mix) == 25 + 4
+    assert mix.modality_length.tolist()[:10] == list(range(1, 11))
+    assert mix[28] == ('item', -4)
+    counts = np.bincount(mix._local[mix._which == 0], minlength=10)
+    assert set(counts.tolist()) == {2, 3} and counts.sum() == 25
+    assert [s['samples'] for s in mix.summary()] == [25, 4]
+    with pytest.raises(ValueError, match='repeats'):
+        MixedDataset([a], repeats=[1, 2])

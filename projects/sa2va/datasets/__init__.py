@@ -5,3 +5,4 @@ from .collate import sa2va_collate_fn  # noqa: F401
 from .samplers import (LengthGroupedSampler, get_modality_lengths,  # noqa
                        length_grouped_indices)
 from .vqa import LLaVADataset  # noqa: F401
+from .mixing import MixedDataset  # noqa: F401

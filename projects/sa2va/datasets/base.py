@@ -77,6 +77,10 @@ class Sa2VABaseDataset(BaseDataset):
             tried in one process are bad.
         min_bad_checks: records tried before the fraction is enforced.
         max_refetch: bad records tried in a row before raising.
+        seed: base of the per-sample random generator
+            (``results['rng'] = np.random.default_rng([seed, idx])``), used by
+            transforms for their random choices (question templates, frame
+            and object sampling), so a sample is reproducible from its index.
         **kwargs: mmengine ``BaseDataset`` arguments (``ann_file``,
             ``data_root``, ``data_prefix``, ``indices``, ``lazy_init``, ...).
     """
@@ -84,7 +88,8 @@ class Sa2VABaseDataset(BaseDataset):
     def __init__(self, *args, pipeline: Sequence = (),
                  dataset_name: str | None = None,
                  max_bad_fraction: float = 0.05, min_bad_checks: int = 100,
-                 max_refetch: int = 100, **kwargs):
+                 max_refetch: int = 100, seed: int = 0, **kwargs):
+        self.seed = int(seed)
         self.dataset_name = dataset_name or type(self).__name__
         self.max_bad_fraction = max_bad_fraction
         self.min_bad_checks = min_bad_checks
@@ -132,6 +137,7 @@ class Sa2VABaseDataset(BaseDataset):
     def prepare_data(self, idx: int) -> dict:
         info = self.get_data_info(idx)
         info['sample_idx'] = idx
+        info['rng'] = np.random.default_rng([self.seed, idx])
         info.setdefault('dataset_name', self.dataset_name)
         return self.pipeline(info)
 

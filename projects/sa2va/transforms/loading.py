@@ -69,8 +69,8 @@ class LoadFrames(BaseTransform):
     Required Keys: ``frame_paths`` (list of str, the sampled frames in
     order).
 
-    Added Keys: ``frames`` (list of PIL RGB), ``ori_shape`` ((H, W) of the
-    first frame; every frame must have it).
+    Added Keys: ``frames`` (list of PIL RGB), ``num_frames`` (int),
+    ``ori_shape`` ((H, W) of the first frame; every frame must have it).
     """
 
     def transform(self, results: dict) -> dict:
@@ -84,6 +84,7 @@ class LoadFrames(BaseTransform):
                               f'frames differ in size {sorted(sizes)}: '
                               f'{paths[0]} ...')
         results['frames'] = frames
+        results['num_frames'] = len(frames)
         results['ori_shape'] = (frames[0].height, frames[0].width)
         return results
 
