@@ -278,14 +278,14 @@ def write_describe_anything(ctx: Context) -> None:
                         'caption': detailed_description(obj, scene),
                         'tar_file': shard})
                 members.append((f'{sample_id}.jpg', jpeg_bytes(scene.image)))
-            members.append((f'{sample_id}.pickle',
-                            pickle.dumps(regions, protocol=4)))
             value = regions
             if split == 'LVIS' and i == 0:
                 value = regions[0]
                 ctx.manifest.awkward(f'dam_{split}', ann_rel, sample_id,
-                                     'annotations.json value is a single '
-                                     'region dict, not a list')
+                                     'a single region dict (not a list) in '
+                                     'annotations.json and the pickle')
+            members.append((f'{sample_id}.pickle',
+                            pickle.dumps(value, protocol=4)))
             annotations[sample_id] = value
         ctx.writer.json(ann_rel, annotations)
         for shard, members in shards.items():
