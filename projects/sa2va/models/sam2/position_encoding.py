@@ -86,9 +86,10 @@ class PositionEmbeddingRandom(nn.Module):
                              scale * torch.randn((2, num_pos_feats)))
 
     def _pe_encoding(self, coords: Tensor) -> Tensor:
-        """coords ``(..., 2)`` in [0, 1] (x, y) -> ``(..., 2*num_pos_feats)``."""
-        coords = 2 * coords - 1
-        coords = coords @ self.positional_encoding_gaussian_matrix
+        """coords ``(..., 2)`` in [0, 1] (x, y) -> ``(..., 2*num_pos_feats)``
+        in the dtype of the Gaussian matrix."""
+        gaussian = self.positional_encoding_gaussian_matrix
+        coords = (2 * coords - 1).to(gaussian.dtype) @ gaussian
         coords = 2 * math.pi * coords
         return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
 
