@@ -223,3 +223,63 @@ def test_pure_bf16_model(tiny_model):
     assert out['low_res_masks'].shape == (2, 1, 64, 64)
     assert outs[1]['maskmem_features'].dtype == torch.bfloat16
     assert torch.isfinite(outs[1]['pred_masks_high_res']).all()
+
+
+def test_prompt_encoder_points_boxes_masks(tiny_model):
+    """Clicks add their label's embedding to the Fourier PE of the pixel
+    centre; a box gives two corner tokens and suppresses the padding point;
+    a mask prompt is downscaled to the embedding grid."""
+    pe = tiny_model.sam_prompt_encoder
+    gauss = pe.pe_layer.positional_encoding_gaussian_matrix
+
+    def fourier(x, y):
+        c = torch.tensor([(x + 0.5) / 256, (y + 0.5) / 256]) * 2 - 1
+        a = 2 * torch.pi * (c @ gauss)
+        return torch.cat([a.sin(), a.cos()])
+
+    coords = torch.tensor([[[10.0, 200.0], [128.0, 3.0]]])
+    labels = torch.tensor([[1, 0]], dtype=torch.int32)
+    with torch.no_grad():
+        sparse, dense = pe((coords, labels), boxes=None, masks=None)
+        assert sparse.shape == (1, 3, 64)
+        torch.testing.assert_close(
+            sparse[0, 0], fourier(10, 200) + pe.point_embeddings[1].weight[0])
+        torch.testing.assert_close(
+            sparse[0, 1], fourier(128, 3) + pe.point_embeddings[0].weight[0])
+        assert torch.equal(sparse[0, 2], pe.not_a_point_embed.weight[0])
+        assert torch.equal(dense[0, :, 5, 7], pe.no_mask_embed.weight[0])
+
+        boxes = torch.tensor([[4.0, 8.0, 100.0, 60.0]])
+        sparse, _ = pe((coords, labels), boxes=boxes, masks=None)
+        assert sparse.shape == (1, 4, 64)
+        torch.testing.assert_close(
+            sparse[0, 2], fourier(4, 8) + pe.point_embeddings[2].weight[0])
+        torch.testing.assert_close(
+            sparse[0, 3], fourier(100, 60) + pe.point_embeddings[3].weight[0])
+
+        _, dense = pe(None, None, torch.zeros(1, 1, 64, 64))
+        assert dense.shape == (1, 64, 16, 16)
+        assert not torch.equal(dense[0, :, 0, 0], pe.no_mask_embed.weight[0])
+
+
+def test_track_step_with_clicks(tiny_model):
+    """A click prompt on the first frame (single point -> multimask) and a
+    propagated second frame produce the documented shapes."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        bo = tiny_model.forward_image(torch.randn(1, 3, 256, 256))
+        feats, pos, sizes = tiny_model.prepare_backbone_features(bo)
+        bank = {'cond_frame_outputs': {}, 'non_cond_frame_outputs': {}}
+        points = {'point_coords': torch.tensor([[[100.0, 120.0]]]),
+                  'point_labels': torch.tensor([[1]], dtype=torch.int32)}
+        assert tiny_model._use_multimask(True, points)
+        bank['cond_frame_outputs'][0] = out0 = tiny_model.track_step(
+            0, True, feats, pos, sizes, points, None, bank, num_frames=2)
+        out1 = tiny_model.track_step(1, False, feats, pos, sizes, None, None,
+                                     bank, num_frames=2)
+    for out in (out0, out1):
+        assert out['pred_masks'].shape == (1, 1, 64, 64)
+        assert out['pred_masks_high_res'].shape == (1, 1, 256, 256)
+        assert out['obj_ptr'].shape == (1, 64)
+        assert out['maskmem_features'].shape == (1, 16, 16, 16)
+        assert out['maskmem_pos_enc'][0].shape == (1, 16, 16, 16)
