@@ -114,3 +114,15 @@ def test_cli_writes_a_family(tmp_path):
     assert manifest['options']['seed'] == 3
     assert sorted(manifest['datasets']) == ['refcoco', 'refcoco+', 'refcocog']
     assert (out / 'ref_seg/refcoco/refs(unc).p').is_file()
+
+
+def test_realistic_sizes(tmp_path):
+    m = make_sample_data(tmp_path, families=['refseg'], realistic=True)
+    assert m['options']['realistic'] is True
+    inst = json.loads((tmp_path / 'ref_seg/refcoco/instances.json')
+                      .read_text())
+    assert {(i['width'], i['height']) for i in inst['images']} == {(640, 480)}
+    per_image = {}
+    for a in inst['annotations']:
+        per_image[a['image_id']] = per_image.get(a['image_id'], 0) + 1
+    assert all(5 <= n <= 10 for n in per_image.values()), per_image

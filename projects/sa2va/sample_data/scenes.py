@@ -74,10 +74,15 @@ def shape_polygon(shape: str, cx: float, cy: float, rx: float, ry: float,
     else:
         raise ValueError(f'unknown shape {shape!r}')
     ca, sa = math.cos(angle), math.sin(angle)
+    rot = [(px * rx * ca - py * ry * sa, px * rx * sa + py * ry * ca)
+           for px, py in pts]
+    # a rotated shape is shrunk back into its box (no overlap, in bounds)
+    ext_x = max(abs(x) for x, _ in rot)
+    ext_y = max(abs(y) for _, y in rot)
+    k = min(1.0, rx / max(ext_x, 1e-9), ry / max(ext_y, 1e-9))
     flat = []
-    for px, py in pts:
-        x, y = px * rx, py * ry
-        flat += [round(cx + x * ca - y * sa, 2), round(cy + x * sa + y * ca, 2)]
+    for x, y in rot:
+        flat += [round(cx + x * k, 2), round(cy + y * k, 2)]
     return flat
 
 
@@ -155,30 +160,35 @@ def background(rng: np.random.Generator, height: int, width: int
                ) -> np.ndarray:
     """A muted two-tone gradient with soft blotches and fine grain:
     ``(H, W, 3) float32`` in 0..255."""
-    base = rng.uniform(85, 175, size=(2, 3))
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    t = (xx / max(width - 1, 1) * rng.uniform(0.2, 0.8)
-         + yy / max(height - 1, 1) * rng.uniform(0.2, 0.8))
+    base = rng.uniform(85, 175, size=(2, 3)).astype(np.float32)
+    xx = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    yy = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    t = xx * np.float32(rng.uniform(0.2, 0.8)) + \
+        yy * np.float32(rng.uniform(0.2, 0.8))
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-    img = base[0] * (1 - t[..., None]) + base[1] * t[..., None]
     coarse = rng.normal(0, 12, size=(6, 8)).astype(np.float32)
-    img = img + cv2.resize(coarse, (width, height),
-                           interpolation=cv2.INTER_CUBIC)[..., None]
-    img = img + rng.normal(0, 4, size=(height, width, 1))
-    return img.astype(np.float32)
+    shade = cv2.resize(coarse, (width, height),
+                       interpolation=cv2.INTER_CUBIC)
+    shade += rng.standard_normal((height, width), dtype=np.float32) * 4
+    img = base[0] + (base[1] - base[0]) * t[..., None]
+    img += shade[..., None]
+    return img
 
 
 def paint(image: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int],
           rng: np.random.Generator) -> None:
     """Paint ``rgb`` with a soft diagonal shading through ``mask`` in place
     (``image`` float32 ``(H, W, 3)``)."""
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
         return
-    span = max(float(np.ptp(xs) + np.ptp(ys)), 1.0)
-    shade = 1.08 - 0.22 * ((xs - xs.min()) + (ys - ys.min())) / span
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    ys, xs = np.nonzero(mask[y0:y1, x0:x1])
+    span = max(float((x1 - x0 - 1) + (y1 - y0 - 1)), 1.0)
+    shade = (1.08 - 0.22 * (xs + ys) / span).astype(np.float32)
     color = np.asarray(rgb, np.float32)[None] * shade[:, None]
-    image[ys, xs] = color + rng.normal(0, 3, size=(xs.size, 1))
+    noise = rng.standard_normal((xs.size, 1), dtype=np.float32) * 3
+    image[ys + y0, xs + x0] = color + noise
 
 
 def finish(image: np.ndarray) -> np.ndarray:
