@@ -213,14 +213,14 @@ def test_pure_bf16_model(tiny_model):
     import copy
     model = copy.deepcopy(tiny_model).to(torch.bfloat16)
     torch.manual_seed(2)
-    images = torch.randn(2, 3, 256, 256, dtype=torch.bfloat16)
-    lang = torch.randn(2, 1, 64, dtype=torch.bfloat16)
+    images = torch.randn(1, 3, 256, 256, dtype=torch.bfloat16)
+    lang = torch.randn(1, 1, 64, dtype=torch.bfloat16)
     with torch.no_grad():
         bo = model.forward_image(images)
         out = model.forward_language_prompt(bo, lang)
         outs = model.propagate([bo, bo], language_embd=lang)
     assert out['low_res_masks'].dtype == torch.bfloat16
-    assert out['low_res_masks'].shape == (2, 1, 64, 64)
+    assert out['low_res_masks'].shape == (1, 1, 64, 64)
     assert outs[1]['maskmem_features'].dtype == torch.bfloat16
     assert torch.isfinite(outs[1]['pred_masks_high_res']).all()
 

@@ -1,8 +1,7 @@
 """SAM2 memory attention (``memory_attention.*``): conditions the current
 frame's features on the memory bank with RoPE self- and cross-attention."""
-from typing import Optional, Type
+from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from .common import get_activation
