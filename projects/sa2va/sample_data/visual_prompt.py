@@ -9,7 +9,7 @@ Layout written (``dataset-formats.md`` 1.1, 1.2)::
     osprey-724k/Osprey-724K/osprey_lvis_positive_negative.json  bare 2017 names
     osprey-724k/coco/train2014/COCO_train2014_%012d.jpg
     osprey-724k/coco/train2017/%012d.jpg    (one LVIS image in val2017/)
-    describe-anything-dataset/describe-anything-dataset/{COCOStuff,LVIS,SAV}/
+    describe-anything-dataset/describe-anything-dataset/{COCOStuff,LVIS,PACO,SAV}/
         annotations.json          dict sample_id -> [region dict, ...]
         images/%06d.tar           {id}.jpg (SAV: {id}.{t}.jpg) + {id}.pickle
 
@@ -241,12 +241,12 @@ def _osprey_text(ctx, kind, rec, scene, rng, i, ann_rel) -> None:
 # ---------------------------------------------------------------------------
 # Describe Anything
 # ---------------------------------------------------------------------------
-DAM_SPLITS = ('COCOStuff', 'LVIS', 'SAV')
+DAM_SPLITS = ('COCOStuff', 'LVIS', 'PACO', 'SAV')
 DAM_PER_SHARD = 2
 
 
 def write_describe_anything(ctx: Context) -> None:
-    """``annotations.json`` + tar shards for three DAM subsets."""
+    """``annotations.json`` + tar shards for four DAM subsets."""
     import pickle
     if not ctx.once('describe_anything'):
         return
@@ -254,7 +254,7 @@ def write_describe_anything(ctx: Context) -> None:
     entry = {'root': DAM_ROOT, 'splits': {}}
     for split in DAM_SPLITS:
         rng = spec.rng(f'dam_{split}')
-        n = spec.n({'COCOStuff': 4, 'LVIS': 3, 'SAV': 2}[split])
+        n = spec.n({'COCOStuff': 4, 'LVIS': 3, 'PACO': 2, 'SAV': 2}[split])
         annotations, shards = {}, {}
         ids = unique_ids(rng, n, 1000, 600000)
         ann_rel = f'{DAM_ROOT}/{split}/annotations.json'
