@@ -148,3 +148,26 @@ def test_mixed_dataset_repeats_and_lengths():
     assert [s['samples'] for s in mix.summary()] == [25, 4]
     with pytest.raises(ValueError, match='repeats'):
         MixedDataset([a], repeats=[1, 2])
+
+
+def test_pipeline_defaults_fill_missing_arguments_only():
+    from projects.sa2va.datasets.mixing import apply_pipeline_defaults
+    cfg = dict(type='X', pipeline=[
+        dict(type='LoadImage'),
+        dict(type='EncodeConversation', template='phi3_chat'),
+        dict(type='sa2va.EncodeConversation')])
+    out = apply_pipeline_defaults(cfg, dict(EncodeConversation=dict(
+        tokenizer='tok', template='qwen_chat', max_length=10)))
+    assert out['pipeline'][0] == dict(type='LoadImage')
+    assert out['pipeline'][1] == dict(type='EncodeConversation',
+                                      template='phi3_chat', tokenizer='tok',
+                                      max_length=10)
+    assert out['pipeline'][2]['template'] == 'qwen_chat'
+    assert cfg['pipeline'][1] == dict(type='EncodeConversation',
+                                      template='phi3_chat')  # not mutated
+    nested = apply_pipeline_defaults(
+        dict(type='MixedDataset', datasets=[],
+             pipeline_defaults=dict(EncodeConversation=dict(max_length=5))),
+        dict(EncodeConversation=dict(tokenizer='tok', max_length=10)))
+    assert nested['pipeline_defaults'] == dict(
+        EncodeConversation=dict(tokenizer='tok', max_length=5))

@@ -1,6 +1,7 @@
 """Mixing datasets with (fractional) repeats, keeping ``modality_length``."""
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import numpy as np
@@ -8,6 +9,33 @@ from torch.utils.data import Dataset
 
 from ..registry import DATASETS
 from .samplers import get_modality_lengths
+
+
+def apply_pipeline_defaults(cfg: dict, defaults: dict | None) -> dict:
+    """A copy of a dataset config with ``defaults`` filled into its pipeline
+    steps (and those of nested mixes); arguments a step sets win."""
+    cfg = copy.deepcopy(dict(cfg))
+    if not defaults:
+        return cfg
+    steps = []
+    for step in cfg.get('pipeline') or []:
+        if isinstance(step, dict):
+            step = dict(step)
+            name = step.get('type')
+            name = name if isinstance(name, str) else getattr(
+                name, '__name__', None)
+            name = name.split('.')[-1] if isinstance(name, str) else name
+            for key, value in (defaults.get(name) or {}).items():
+                step.setdefault(key, value)
+        steps.append(step)
+    if 'pipeline' in cfg:
+        cfg['pipeline'] = steps
+    if 'datasets' in cfg:
+        merged = dict(defaults)
+        for name, args in (cfg.get('pipeline_defaults') or {}).items():
+            merged[name] = {**merged.get(name, {}), **args}
+        cfg['pipeline_defaults'] = merged
+    return cfg
 
 
 @DATASETS.register_module()
@@ -25,15 +53,24 @@ class MixedDataset(Dataset):
             dataset objects.
         repeats: one float >= 0 per dataset (default 1 each).
         seed: for the fractional parts.
+        pipeline_defaults: ``{transform type: {arg: value}}`` filled into
+            every child config's pipeline steps of that type where the step
+            does not set the argument itself, e.g.
+            ``dict(EncodeConversation=dict(tokenizer=path, template=...,
+            max_length=8192))``: the experiment config states the tokenizer
+            and template once, the family base configs stay model-agnostic,
+            and a dataset that needs its own template keeps it.
 
     Attributes:
         modality_length: ``(len(self),) int64``, from the datasets.
     """
 
     def __init__(self, datasets: Sequence, repeats: Sequence[float] | None
-                 = None, seed: int = 0):
-        self.datasets = [DATASETS.build(d) if isinstance(d, dict) else d
-                         for d in datasets]
+                 = None, seed: int = 0, pipeline_defaults: dict | None = None):
+        self.datasets = [
+            DATASETS.build(apply_pipeline_defaults(d, pipeline_defaults))
+            if isinstance(d, dict) else d for d in datasets
+        ]
         if not self.datasets:
             raise ValueError('MixedDataset needs at least one dataset')
         repeats = [1.0] * len(self.datasets) if repeats is None else \
