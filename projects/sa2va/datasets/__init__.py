@@ -6,3 +6,5 @@ from .samplers import (LengthGroupedSampler, get_modality_lengths,  # noqa
                        length_grouped_indices)
 from .vqa import LLaVADataset  # noqa: F401
 from .mixing import MixedDataset  # noqa: F401
+from .refvos import (MeViSDataset, RefYTVOSDataset,  # noqa: F401
+                     ReVOSDataset, SAVReferringDataset)
