@@ -1,0 +1,274 @@
+"""Family 2, referring segmentation on images: RefCOCO, RefCOCO+, RefCOCOg.
+
+On disk (``dataset-formats.md`` 2)::
+
+    <data_root>/instances.json      COCO dict: images, annotations (polygons)
+    <data_root>/refs(unc).p         pickle: list of ref dicts (refs(umd).p
+                                    for RefCOCOg)
+    <data_root>/coco2014/train2014/COCO_train2014_%012d.jpg
+
+One dataset item is one image with all its ``train`` refs; each ref keeps
+one sentence (``text_mode``), drawn once when the index is built. Per sample
+:class:`SampleReferringObjects` draws ``num_classes_per_sample`` (ref,
+sentence) pairs with replacement and writes Sa2VA v1's conversation; the
+rest is the shared transforms (``DecodeMasks(combine='sum')`` adds the
+polygons of one object, as Sa2VA does).
+"""
+from __future__ import annotations
+
+import json
+import os.path as osp
+import pickle
+
+from ..constants import IMAGE_PLACEHOLDER
+from ..registry import DATASETS, TRANSFORMS
+from ..transforms.base import BaseTransform, RecordError, require
+from .base import Sa2VABaseDataset, estimate_text_tokens, estimate_tiles
+
+# Sa2VA v1's question and answer lists for referring segmentation, as data
+# (magic-research/Sa2VA, projects/glamm/datasets/utils/utils.py:
+# SEG_QUESTIONS, ANSWER_LIST). Order matters for reproducibility with an rng.
+SEG_QUESTIONS = (
+    'Can you segment the {class_name} in this image?',
+    'Please segment {class_name} in this image.',
+    'What is {class_name} in this image? Please respond with segmentation '
+    'mask.',
+    'What is {class_name} in this image? Please output segmentation mask.',
+
+    'Can you segment the {class_name} in this image',
+    'Please segment {class_name} in this image',
+    'What is {class_name} in this image? Please respond with segmentation '
+    'mask',
+    'What is {class_name} in this image? Please output segmentation mask',
+
+    'Could you provide a segmentation mask for the {class_name} in this '
+    'image?',
+    'Please identify and segment the {class_name} in this image.',
+    'Where is the {class_name} in this picture? Please respond with a '
+    'segmentation mask.',
+    'Can you highlight the {class_name} in this image with a segmentation '
+    'mask?',
+
+    'Could you provide a segmentation mask for the {class_name} in this '
+    'image',
+    'Please identify and segment the {class_name} in this image',
+    'Where is the {class_name} in this picture? Please respond with a '
+    'segmentation mask',
+    'Can you highlight the {class_name} in this image with a segmentation '
+    'mask',
+)
+ANSWER_LIST = (
+    'It is [SEG].',
+    'Sure, [SEG].',
+    'Sure, it is [SEG].',
+    'Sure, the segmentation result is [SEG].',
+    '[SEG].',
+)
+
+#: Sa2VA v1's RefCOCO loader encodes with its own routine: the InternVL
+#: user turn without the newline between ``<|end|>`` and ``<|assistant|>``,
+#: no separator between turns and no EOS (phi3's ``<|end|>`` suffix ends
+#: each answer). As a chat-template dict for ``EncodeConversation``.
+REFSEG_V1_PHI3_TEMPLATE = dict(
+    INSTRUCTION='<|user|>\n{input}<|end|><|assistant|>\n',
+    SUFFIX='<|end|>', SUFFIX_AS_EOS=True, SEP='')
+
+TEXT_MODES = ('random', 'select_first', 'original')
+
+
+def polygon_parts(segmentation):
+    """One object's segmentation as a list of parts for ``DecodeMasks``.
+
+    A polygon list becomes one part per polygon (so ``combine='sum'`` adds
+    them, as Sa2VA v1); an RLE dict is one part.
+
+    Args:
+        segmentation: COCO polygon list ``[[x1, y1, ...], ...]`` or RLE dict.
+
+    Returns:
+        list of encodings, each a polygon list with one polygon or an RLE.
+    """
+    if isinstance(segmentation, dict):
+        return [segmentation]
+    return [[poly] for poly in segmentation]
+
+
+@DATASETS.register_module()
+class RefCOCODataset(Sa2VABaseDataset):
+    """RefCOCO / RefCOCO+ / RefCOCOg, one item per image.
+
+    Args:
+        ann_file: ``instances.json`` (relative to ``data_root``).
+        split_file: the refs pickle, ``refs(unc).p`` or ``refs(umd).p``.
+        data_prefix: ``dict(img_path='coco2014/train2014/')``.
+        split: refs split to keep (Sa2VA trains on ``'train'``).
+        text_mode: ``'random'`` (one sentence per ref, drawn once with the
+            dataset seed: Sa2VA's default), ``'select_first'``, or
+            ``'original'`` (every sentence is a separate pair).
+        max_num_tiles: tiling limit of the length estimate (match the
+            pipeline's ``DynamicTiles``).
+        num_classes_per_sample: pairs per sample, for the length estimate
+            (match :class:`SampleReferringObjects`).
+        **kwargs: see :class:`Sa2VABaseDataset`.
+
+    Each record: ``img_path`` (str), ``record_id`` (str),
+    ``ori_shape`` ((H, W) from ``instances.json``), ``objects`` (list over
+    refs of ``{'segmentation': polygon list | RLE, 'text': str}``, ``text``
+    lower-cased ``raw`` sentence).
+    """
+
+    def __init__(self, *args, split_file: str = 'refs(unc).p',
+                 split: str = 'train', text_mode: str = 'random',
+                 max_num_tiles: int = 12, num_classes_per_sample: int = 5,
+                 **kwargs):
+        if text_mode not in TEXT_MODES:
+            raise ValueError(f'text_mode must be one of {TEXT_MODES}, got '
+                             f'{text_mode!r}')
+        self.split_file = split_file
+        self.split = split
+        self.text_mode = text_mode
+        self.max_num_tiles = max_num_tiles
+        self.num_classes_per_sample = num_classes_per_sample
+        kwargs.setdefault('data_prefix', dict(img_path='coco2014/train2014/'))
+        super().__init__(*args, **kwargs)
+
+    def _join_prefix(self):
+        if self.split_file and not osp.isabs(self.split_file) and \
+                self.data_root:
+            self.split_file = osp.join(self.data_root, self.split_file)
+        super()._join_prefix()
+
+    def load_data_list(self) -> list[dict]:
+        import numpy as np
+        with open(self.split_file, 'rb') as f:
+            refs = pickle.load(f, encoding='latin1')
+        with open(self.ann_file, encoding='utf-8') as f:
+            instances = json.load(f)
+        if not isinstance(refs, list):
+            raise ValueError(f'{self.split_file}: expected a list of refs, '
+                             f'got {type(refs).__name__}')
+        if not isinstance(instances, dict) or 'annotations' not in instances \
+                or 'images' not in instances:
+            raise ValueError(f'{self.ann_file}: expected a COCO dict with '
+                             f'"images" and "annotations"')
+        anns = {a['id']: a for a in instances['annotations']}
+        images = {im['id']: im for im in instances['images']}
+        rng = np.random.default_rng([self.seed, 0x5EF])
+        by_image: dict = {}
+        for k, ref in enumerate(refs):
+            try:
+                if ref['split'] != self.split:
+                    continue
+                ref_id, ann_id = ref['ref_id'], ref['ann_id']
+                image_id = ref['image_id']
+                texts = [s['raw'].lower() for s in ref['sentences']]
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f'{self.split_file}: ref {k} is malformed: '
+                                 f'{type(exc).__name__}: {exc}') from None
+            if ann_id not in anns:
+                raise ValueError(f'{self.split_file}: ref {k} (ref_id '
+                                 f'{ref_id}) names ann_id {ann_id}, which '
+                                 f'{self.ann_file} does not have')
+            if image_id not in images:
+                raise ValueError(f'{self.split_file}: ref {k} (ref_id '
+                                 f'{ref_id}) names image_id {image_id}, '
+                                 f'which {self.ann_file} does not have')
+            if not texts:
+                raise ValueError(f'{self.split_file}: ref {k} (ref_id '
+                                 f'{ref_id}) has no sentences')
+            if self.text_mode == 'random':
+                texts = [texts[int(rng.integers(len(texts)))]]
+            elif self.text_mode == 'select_first':
+                texts = texts[:1]
+            seg = anns[ann_id]['segmentation']
+            # Sa2VA keys the refs by ann_id: a later ref of the same object
+            # replaces the earlier one.
+            objs = [dict(segmentation=seg, text=t) for t in texts]
+            slot = by_image.setdefault(image_id, {})
+            slot[ann_id] = objs
+        out = []
+        for image_id, per_ann in by_image.items():
+            im = images[image_id]
+            objects = [o for objs in per_ann.values() for o in objs]
+            out.append(dict(
+                img_path=osp.join(self.data_prefix['img_path'],
+                                  im['file_name']),
+                record_id=f'image_id={image_id}',
+                ori_shape=(int(im['height']), int(im['width'])),
+                objects=objects))
+        if not out:
+            raise ValueError(f'{self.split_file}: no ref in split '
+                             f'{self.split!r}')
+        return out
+
+    def modality_length_of(self, info: dict) -> int:
+        h, w = info['ori_shape']
+        texts = [o['text'] for o in info['objects']]
+        mean_text = sum(estimate_text_tokens(t) for t in texts) / len(texts)
+        # question template (~12 tokens) + answer (~6) + phrase, per pair
+        text = int(self.num_classes_per_sample * (18 + mean_text))
+        return text + 256 * estimate_tiles(w, h, max_num=self.max_num_tiles)
+
+
+@TRANSFORMS.register_module()
+class SampleReferringObjects(BaseTransform):
+    """Draw the sample's objects and write Sa2VA v1's referring questions.
+
+    ``num`` (ref, sentence) pairs are drawn with replacement (so an image
+    with one ref repeats it); each phrase loses one trailing ``.``; pair
+    ``i`` becomes the turn ``{input: SEG_QUESTIONS[q].format(class_name=
+    phrase), output: ANSWER_LIST[a]}``, the first input prefixed by
+    ``<image>\\n``; inputs and outputs are stripped (v1 strips every turn).
+    Draw order from ``results['rng']``: the ``num`` object indices, then per
+    turn the question, then the answer.
+
+    Args:
+        num: pairs per sample (``num_classes_per_sample``, 5 in Sa2VA).
+        questions, answers: template lists (default Sa2VA v1's).
+
+    Required Keys: ``objects`` (list of ``{'segmentation', 'text'}``),
+    ``rng`` (np.random.Generator).
+
+    Added Keys: ``segmentations`` (list of ``num`` part lists, for
+    ``DecodeMasks(combine='sum')``), ``conversation`` (``num`` pairs),
+    ``phrases`` (list of ``num`` str).
+
+    Raises:
+        RecordError: ``'no_objects'``, ``'empty_text'``.
+    """
+
+    def __init__(self, num: int = 5, questions=SEG_QUESTIONS,
+                 answers=ANSWER_LIST):
+        if num < 1:
+            raise ValueError(f'num must be >= 1, got {num}')
+        self.num = int(num)
+        self.questions = tuple(questions)
+        self.answers = tuple(answers)
+
+    def transform(self, results: dict) -> dict:
+        objects, rng = require(results, 'objects', 'rng',
+                               where='SampleReferringObjects')
+        if not objects:
+            raise RecordError('no_objects', 'record has no referred object')
+        picks = rng.choice(len(objects), self.num, replace=True)
+        segs, phrases, conv = [], [], []
+        for i, k in enumerate(picks):
+            obj = objects[int(k)]
+            phrase = obj['text']
+            if phrase.endswith('.'):
+                phrase = phrase[:-1]
+            if not phrase.strip():
+                raise RecordError('empty_text', f'object {int(k)} has an '
+                                  f'empty sentence')
+            question = self.questions[int(rng.integers(len(
+                self.questions)))].format(class_name=phrase)
+            answer = self.answers[int(rng.integers(len(self.answers)))]
+            if i == 0:
+                question = IMAGE_PLACEHOLDER + '\n' + question
+            conv.append(dict(input=question.strip(), output=answer.strip()))
+            segs.append(polygon_parts(obj['segmentation']))
+            phrases.append(phrase)
+        results['segmentations'] = segs
+        results['conversation'] = conv
+        results['phrases'] = phrases
+        return results
