@@ -25,45 +25,9 @@ from ..registry import DATASETS, TRANSFORMS
 from ..transforms.base import BaseTransform, RecordError, require
 from .base import Sa2VABaseDataset, estimate_text_tokens, estimate_tiles
 
-# Sa2VA v1's question and answer lists for referring segmentation, as data
-# (magic-research/Sa2VA, projects/glamm/datasets/utils/utils.py:
-# SEG_QUESTIONS, ANSWER_LIST). Order matters for reproducibility with an rng.
-SEG_QUESTIONS = (
-    'Can you segment the {class_name} in this image?',
-    'Please segment {class_name} in this image.',
-    'What is {class_name} in this image? Please respond with segmentation '
-    'mask.',
-    'What is {class_name} in this image? Please output segmentation mask.',
-
-    'Can you segment the {class_name} in this image',
-    'Please segment {class_name} in this image',
-    'What is {class_name} in this image? Please respond with segmentation '
-    'mask',
-    'What is {class_name} in this image? Please output segmentation mask',
-
-    'Could you provide a segmentation mask for the {class_name} in this '
-    'image?',
-    'Please identify and segment the {class_name} in this image.',
-    'Where is the {class_name} in this picture? Please respond with a '
-    'segmentation mask.',
-    'Can you highlight the {class_name} in this image with a segmentation '
-    'mask?',
-
-    'Could you provide a segmentation mask for the {class_name} in this '
-    'image',
-    'Please identify and segment the {class_name} in this image',
-    'Where is the {class_name} in this picture? Please respond with a '
-    'segmentation mask',
-    'Can you highlight the {class_name} in this image with a segmentation '
-    'mask',
-)
-ANSWER_LIST = (
-    'It is [SEG].',
-    'Sure, [SEG].',
-    'Sure, it is [SEG].',
-    'Sure, the segmentation result is [SEG].',
-    '[SEG].',
-)
+# Sa2VA v1's referring-segmentation questions and answers (the same lists
+# serve RefCOCO and the video datasets; they live in refvos.py).
+from .refvos import ANSWER_LIST, SEG_QUESTIONS  # noqa: F401
 
 #: Sa2VA v1's RefCOCO loader encodes with its own routine: the InternVL
 #: user turn without the newline between ``<|end|>`` and ``<|assistant|>``,
