@@ -33,6 +33,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'objects, 1280x720 videos')
     parser.add_argument('--bad-records', action='store_true',
                         help='also write deliberately broken records')
+    parser.add_argument('--large-osprey', type=int, default=0, metavar='N',
+                        help='also write an N-record osprey_conversation '
+                             'file (benchmarks; needs visual_prompt)')
+    parser.add_argument('--large-openimage', type=int, default=0,
+                        metavar='N', help='also write an N-row OpenImage '
+                        'segmentation CSV (needs mask_caption)')
+    parser.add_argument('--large-sa1b', type=int, default=0, metavar='N',
+                        help='also write an N-image SA-1B tree (needs '
+                             'mask_caption)')
     return parser.parse_args(argv)
 
 
@@ -55,6 +64,15 @@ def main(argv=None) -> int:
         print(f'  {name:32s} {counts}')
     print(f'  awkward cases: {len(manifest["awkward_cases"])}, bad records: '
           f'{len(manifest["bad_records"])} (see {root / "manifest.json"})')
+    from projects.sa2va.sample_data import large
+    for n, fn in ((args.large_osprey, large.write_large_osprey),
+                  (args.large_openimage, large.write_large_openimage_csv),
+                  (args.large_sa1b, large.write_large_sa1b)):
+        if n > 0:
+            start = time.perf_counter()
+            path = fn(root, n)
+            print(f'wrote {path} ({n} records) in '
+                  f'{time.perf_counter() - start:.1f} s')
     return 0
 
 

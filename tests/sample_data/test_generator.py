@@ -126,3 +126,38 @@ def test_realistic_sizes(tmp_path):
     for a in inst['annotations']:
         per_image[a['image_id']] = per_image.get(a['image_id'], 0) + 1
     assert all(5 <= n <= 10 for n in per_image.values()), per_image
+
+
+def test_large_files_cycle_over_the_sample(sample, tmp_path):
+    import shutil
+
+    from projects.sa2va.sample_data import large
+    root, manifest = sample
+    work = tmp_path / 'work'
+    for rel in ('osprey-724k/Osprey-724K/osprey_conversation.json',
+                'mask_caption/openimage_v7/'
+                'train-annotations-object-segmentation.csv'):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / rel, work / rel)
+    shutil.copytree(root / 'mask_caption/sa1b', work / 'mask_caption/sa1b')
+    base = json.loads((work / 'osprey-724k/Osprey-724K/'
+                               'osprey_conversation.json').read_text())
+    path = large.write_large_osprey(work, 10)
+    recs = json.loads(path.read_text())
+    assert path.name == 'osprey_conversation_x10.json'
+    assert [r['id'] for r in recs] == list(range(10))
+    assert recs[4]['annotation'] == base[1]['annotation']
+    assert list(recs[4]) == list(base[1])
+    csv_path = large.write_large_openimage_csv(work, 7)
+    lines = csv_path.read_text().strip().split('\n')
+    src = (work / 'mask_caption/openimage_v7/'
+                  'train-annotations-object-segmentation.csv').read_text()
+    assert len(lines) == 8 and lines[0] == src.split('\n')[0]
+    assert lines[1] == src.split('\n')[1]
+    tree = large.write_large_sa1b(work, 5)
+    assert sorted(p.name for p in (tree / 'js').iterdir()) == \
+        [f'sa_{i}.json' for i in range(1, 6)]
+    rec = json.loads((tree / 'js/sa_4.json').read_text())
+    assert rec['image']['image_id'] == 4
+    assert rec['image']['file_name'] == 'sa_4.jpg'
+    assert (tree / 'img/sa_4.jpg').is_file()
