@@ -62,6 +62,12 @@ def make_sample_data(out_dir, scale: int = 1, seed: int = 0, families=None,
              'awkward_cases': [{dataset, file, record, case}],
              'bad_records': [{dataset, file, record, case}],
              'files': [every file written, relative, sorted], 'root': str}
+
+        ``record`` in the case lists is the position in the file's list
+        (Osprey, LLaVA, GCG lists, Chat-UniVi, OpenImage CSV data rows from
+        0, SA-1B annotations) or the key / id used by the file (video key,
+        ``anno_id``, DAM sample id, COCO annotation id, Flickr image or
+        annotation id, ``ref_id`` for the refs pickles).
     """
     if int(scale) < 1:
         raise ValueError(f'scale must be >= 1, got {scale}')

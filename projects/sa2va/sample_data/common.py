@@ -66,8 +66,7 @@ class SampleSpec:
     def npz_size(self) -> tuple[int, int]:
         return (512, 512) if self.realistic else (128, 128)
 
-    n_frames: int = 8          # frames of a referring-VOS / chat video
-    sav_frames: int = 25       # SA-V mp4 frames -> ceil(25 / 4) = 7 annotated
+    n_frames: int = 8          # frames of a referring-VOS video (chat: +4)
 
     def n_objects(self, rng: np.random.Generator) -> int:
         lo, hi = self.objects
