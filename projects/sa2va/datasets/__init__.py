@@ -8,3 +8,4 @@ from .vqa import LLaVADataset  # noqa: F401
 from .mixing import MixedDataset  # noqa: F401
 from .refvos import (MeViSDataset, RefYTVOSDataset,  # noqa: F401
                      ReVOSDataset, SAVReferringDataset)
+from .vqa import ChatUniViDataset  # noqa: F401
