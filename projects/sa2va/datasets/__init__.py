@@ -6,6 +6,11 @@ from .samplers import (LengthGroupedSampler, get_modality_lengths,  # noqa
                        length_grouped_indices)
 from .vqa import LLaVADataset  # noqa: F401
 from .mixing import MixedDataset  # noqa: F401
+from .refseg import RefCOCODataset, SampleReferringObjects  # noqa: F401
+from .gcg import GCGDataset, GCGQuestion  # noqa: F401
+from .visual_prompt import (DescribeAnythingDataset,  # noqa: F401
+                            LoadImageFromTar, OspreyDataset,
+                            OspreyDescriptionQuestions)
 from .refvos import (MeViSDataset, RefYTVOSDataset,  # noqa: F401
                      ReVOSDataset, SAVReferringDataset)
 from .vqa import ChatUniViDataset  # noqa: F401
