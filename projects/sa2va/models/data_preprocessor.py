@@ -1,12 +1,24 @@
 """Batched, on-device preparation of the collated batch."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from mmengine.model import BaseDataPreprocessor
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import GRID_SIZE, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from ..registry import MODELS
-from ..transforms.functional import normalize_uint8
+from ..transforms.functional import derive_mask_caption_batch, normalize_uint8
+from .sam2 import normalize_sam2_images
+
+
+def _as_dtype(dtype) -> Optional[torch.dtype]:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f'unknown floating dtype {dtype!r}')
+    return value
 
 
 @MODELS.register_module()
@@ -17,30 +29,46 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
       here (``/255``, ImageNet mean/std), bit-identical to the seed's
       ``ToTensor`` + ``Normalize`` in float32, then cast to ``dtype``;
       float tiles are only cast.
+    * ``g_pixel_values`` (the collate's flat list of ``(3, S, S) uint8``
+      frames) become one ``(F, 3, S, S)`` tensor, SAM2-normalised
+      (``/255``, ImageNet mean/std, in float32) and cast to ``sam2_dtype``;
+      an empty list becomes None.
+    * mask <-> caption "option A" (``image1 (B', 3, S, S)`` normalised
+      float, ``mask1 (B', S, S)`` {0, 1}): the seed's batch derivation
+      (:func:`derive_mask_caption_batch`) adds ``mc_pixel_values (B', 3,
+      448, 448)`` (bilinear, cast to ``dtype``), ``mc_prompt_masks (B', 16,
+      16) bool`` (nearest) and ``mc_gt_masks (B', S, S)``; ``image1`` and
+      ``mask1`` are removed, ``captions`` kept.
+    * ``masks`` (GT, list of ``(n_obj * T, H, W)``) are only moved, never
+      resized here (the loss resizes them to the prediction size).
     * ``data_stats`` and ``meta`` are removed (the hooks read them from the
       batch before this step).
 
     Args:
-        dtype: floating dtype of the image tensors fed to the model
-            (``None`` = float32).
+        dtype: floating dtype of the vision-tower tiles (None = float32).
+        sam2_dtype: floating dtype of the SAM2 frames (None = ``dtype``).
         mean, std: normalisation statistics of the vision tower.
+        image_size, grid: option-A sizes (448 tiles, 16 x 16 prompt grid).
     """
 
     def __init__(self, dtype: str | torch.dtype | None = None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 sam2_dtype: str | torch.dtype | None = None,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 image_size: int = IMAGE_SIZE, grid: int = GRID_SIZE):
         super().__init__()
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        self.dtype = dtype or torch.float32
+        self.dtype = _as_dtype(dtype) or torch.float32
+        self.sam2_dtype = _as_dtype(sam2_dtype) or self.dtype
         self.mean, self.std = tuple(mean), tuple(std)
+        self.image_size, self.grid = image_size, grid
 
     def forward(self, data: dict, training: bool = False) -> dict:
         """Args:
             data: the collate function's dict.
 
         Returns:
-            the same dict on device; ``pixel_values (N, 3, s, s)`` float
-            ``dtype``, ImageNet-normalised.
+            the same dict on device: ``pixel_values (N, 3, s, s)`` float
+            ``dtype``, ImageNet-normalised; ``g_pixel_values (F, 3, S, S)``
+            float ``sam2_dtype`` or None; option-A keys as above.
         """
         data = dict(data)
         data.pop('data_stats', None)
@@ -51,4 +79,30 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
             if pixel.dtype == torch.uint8:
                 pixel = normalize_uint8(pixel, self.mean, self.std)
             data['pixel_values'] = pixel.to(self.dtype)
+        if 'g_pixel_values' in data:
+            data['g_pixel_values'] = self._sam2_frames(data['g_pixel_values'])
+        if data.get('image1') is not None:
+            derived = derive_mask_caption_batch(
+                data.pop('image1').float(), data.pop('mask1'),
+                self.image_size, self.grid)
+            data['mc_pixel_values'] = derived['pixel_values'].to(self.dtype)
+            data['mc_prompt_masks'] = derived['prompt_masks']
+            data['mc_gt_masks'] = derived['gt_masks']
         return data
+
+    def _sam2_frames(self, frames) -> Optional[torch.Tensor]:
+        """List of ``(3, S, S) uint8`` (or a stacked tensor) -> ``(F, 3, S,
+        S)`` normalised ``sam2_dtype``; floats are taken as normalised."""
+        if frames is None or (isinstance(frames, (list, tuple))
+                              and len(frames) == 0):
+            return None
+        if isinstance(frames, (list, tuple)):
+            shapes = {tuple(f.shape) for f in frames}
+            if len(shapes) != 1:
+                raise ValueError(f'g_pixel_values frames differ in shape: '
+                                 f'{sorted(shapes)}; every SAM2 input must '
+                                 f'have the same size (SAM2Input(size=...))')
+            frames = torch.stack(list(frames))
+        if frames.dtype == torch.uint8:
+            return normalize_sam2_images(frames, self.sam2_dtype)
+        return frames.to(self.sam2_dtype)
