@@ -18,8 +18,11 @@ Built on mmengine's :class:`~mmengine.dataset.BaseDataset`:
 """
 from __future__ import annotations
 
+import json
 import math
-from typing import Callable, Sequence
+import pickle
+from array import array
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from mmengine.dataset import BaseDataset
@@ -42,6 +45,89 @@ def build_pipeline(pipeline: Sequence) -> list[Callable]:
             raise TypeError(f'pipeline step must be a dict or callable, '
                             f'got {type(t).__name__}')
     return out
+
+
+def iter_json_array(path: str, chunk_size: int = 1 << 24) -> Iterator:
+    """Yield the elements of a JSON file holding one top-level list, one at
+    a time, reading ``chunk_size`` characters at a time.
+
+    Memory stays at one element plus about one chunk, instead of the whole
+    parsed file (a 1.3 GB annotation list is several times that as Python
+    objects).
+
+    Raises:
+        ValueError: the file is not a JSON list, or is malformed (the
+            message names the file and the character offset).
+    """
+    decoder = json.JSONDecoder()
+    whitespace = ' \t\r\n'
+    with open(path, encoding='utf-8') as f:
+        state = dict(buf='', pos=0, base=0, eof=False)
+
+        def fill() -> bool:
+            more = f.read(chunk_size)
+            if not more:
+                state['eof'] = True
+                return False
+            state['base'] += state['pos']
+            state['buf'] = state['buf'][state['pos']:] + more
+            state['pos'] = 0
+            return True
+
+        def peek():
+            while True:
+                buf, pos = state['buf'], state['pos']
+                while pos < len(buf) and buf[pos] in whitespace:
+                    pos += 1
+                state['pos'] = pos
+                if pos < len(buf):
+                    return buf[pos]
+                if not fill():
+                    return None
+
+        def where() -> str:
+            return f'{path}: character {state["base"] + state["pos"]}'
+
+        if peek() != '[':
+            raise ValueError(f'{path}: expected a JSON list at the top level')
+        state['pos'] += 1
+        if peek() == ']':
+            return
+        while True:
+            if peek() is None:
+                raise ValueError(f'{path}: unexpected end of file (the list '
+                                 f'is not closed)')
+            while True:
+                try:
+                    value, end = decoder.raw_decode(state['buf'],
+                                                    state['pos'])
+                except json.JSONDecodeError as exc:
+                    if fill():
+                        continue
+                    raise ValueError(
+                        f'{path}: malformed JSON at character '
+                        f'{state["base"] + exc.pos}: {exc.msg}') from None
+                # A top-level number may continue in the next chunk.
+                if isinstance(value, (int, float)) and not state['eof'] and (
+                        end == len(state['buf'])
+                        or state['buf'][end] in '0123456789.eE+-') and fill():
+                    continue
+                break
+            yield value
+            state['pos'] = end
+            c = peek()
+            if c == ']':
+                return
+            if c is None:
+                raise ValueError(f'{path}: unexpected end of file (the list '
+                                 f'is not closed)')
+            if c != ',':
+                raise ValueError(f'{where()}: expected "," or "]"')
+            state['pos'] += 1
+            if state['pos'] > chunk_size:
+                state['base'] += state['pos']
+                state['buf'] = state['buf'][state['pos']:]
+                state['pos'] = 0
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -115,16 +201,59 @@ class Sa2VABaseDataset(BaseDataset):
         return text + NUM_IMAGE_TOKENS * tiles
 
     def full_init(self):
+        """Build the index: stream ``load_data_list()`` into the serialized
+        buffer and the length array.
+
+        ``load_data_list`` may return a list or yield records; with
+        ``serialize_data`` (default) each record is pickled as it comes, so
+        the whole index never exists as Python objects (a generator-based
+        loader keeps the loading peak to one record plus the buffer).
+        """
         if self._fully_initialized:
             return
-        super().full_init()
-        lengths = np.fromiter(
-            (self.modality_length_of(self.get_data_info(i))
-             for i in range(len(self))), dtype=np.int32, count=len(self))
-        if (lengths == 0).any():
+        if not self.serialize_data or self._indices is not None or \
+                self.filter_cfg:
+            # mmengine's path, with the records materialised first.
+            self.data_list = list(self.load_data_list())
+            self.data_list = self.filter_data()
+            if self._indices is not None:
+                self.data_list = self._get_unserialized_subset(self._indices)
+            if self.serialize_data:
+                self.data_bytes, self.data_address = self._serialize_data()
+            self._fully_initialized = True
+            self._modality_length = self._lengths_from(
+                self.get_data_info(i) for i in range(len(self)))
+            return
+        buffer = bytearray()
+        ends = array('q')
+        lengths = array('i')
+        for info in self.load_data_list():
+            lengths.append(self.modality_length_of(info))
+            buffer += pickle.dumps(info, protocol=4)
+            ends.append(len(buffer))
+        self.data_list = []
+        self.data_bytes = np.frombuffer(bytes(buffer), dtype=np.uint8)
+        del buffer
+        self.data_address = np.frombuffer(ends, dtype=np.int64).copy()
+        self._modality_length = self._lengths_from(lengths)
+        self._fully_initialized = True
+
+    def _lengths_from(self, lengths) -> np.ndarray:
+        out = np.fromiter((int(v) if not isinstance(v, dict) else
+                           self.modality_length_of(v) for v in lengths),
+                          dtype=np.int32)
+        if (out == 0).any():
             raise ValueError(f'{self.dataset_name}: modality_length of 0 for '
-                             f'records {np.flatnonzero(lengths == 0)[:5]}')
-        self._modality_length = lengths
+                             f'records {np.flatnonzero(out == 0)[:5]}')
+        return out
+
+    def index_nbytes(self) -> int:
+        """Bytes held by the index (serialized records, offsets, lengths)."""
+        total = int(self._modality_length.nbytes) \
+            if self._modality_length is not None else 0
+        if self.serialize_data and self._fully_initialized:
+            total += int(self.data_bytes.nbytes + self.data_address.nbytes)
+        return total
 
     @property
     def modality_length(self) -> np.ndarray:

@@ -12,6 +12,9 @@ from .functional import __all__ as _functional_all
 from .loading import (DynamicTiles, ImagesToTensor, LoadFrames,  # noqa
                       LoadImage, SAM2Input, open_rgb)
 from .masks import DecodeMasks, PoolPromptMasks, decode_object  # noqa
+from .video import (DecodeVideoMasks, LoadVideoFrames,  # noqa: F401
+                    SampleVideoFrames, SampleVideoObjects,
+                    sample_frame_indices)
 from .text import (ConversationEncoder, SampleRejected,  # noqa: F401
                    collapse_image_tokens, context_run, conversation_from_turns,
                    get_template, image_block, video_block)
@@ -22,5 +25,7 @@ __all__ = list(_functional_all) + [
     'LoadFrames', 'LoadImage', 'SAM2Input', 'DecodeMasks', 'PoolPromptMasks',
     'ConversationEncoder', 'SampleRejected', 'context_run', 'image_block',
     'video_block', 'get_template', 'conversation_from_turns',
-    'collapse_image_tokens', 'build_tokenizer', 'decode_object'
+    'collapse_image_tokens', 'build_tokenizer', 'decode_object',
+    'DecodeVideoMasks', 'LoadVideoFrames', 'SampleVideoFrames',
+    'SampleVideoObjects', 'sample_frame_indices'
 ]
