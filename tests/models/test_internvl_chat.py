@@ -96,6 +96,33 @@ def test_forward_shapes_loss_and_hidden_states(tiny):
 
 
 @torch.no_grad()
+def test_visual_prompt_rows_reach_the_model_through_forward(tiny):
+    model, tokenizer = tiny
+    ctx = model.img_context_token_id
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[0, 0, :3] = True     # object 0: cells 0, 1, 2
+    masks[1, 15, 15] = True    # object 1: cell 255
+    # sample 0: a dummy tile (text only); sample 1: two tiles, the second (thumbnail) prompted
+    ids = torch.full((2, 2 * N_TOK + 4 + 6), tokenizer.pad_token_id)
+    ids[1, 1:1 + 2 * N_TOK] = ctx
+    ids[1, 2 * N_TOK + 3:2 * N_TOK + 6] = ctx   # region1<vp> 3 x ctx </vp>
+    ids[1, 2 * N_TOK + 8] = ctx                 # region2<vp> 1 x ctx </vp>
+    px = torch.randn(3, 3, 448, 448, generator=torch.Generator().manual_seed(5))
+    kwargs = dict(pixel_values=px, image_flags=torch.tensor([0, 1, 1]),
+                  vp_overall_mask=torch.tensor([False, False, True]), prompt_masks=[masks])
+    embeds = model.build_inputs_embeds(ids, **kwargs)
+    feats = model.extract_feature(px)
+    sel = embeds[1][ids[1] == ctx]
+    assert torch.equal(sel[:N_TOK], feats[1]) and torch.equal(sel[N_TOK:2 * N_TOK], feats[2])
+    assert torch.equal(sel[2 * N_TOK:], feats[2][[0, 1, 2, 255]])
+    out = model(input_ids=ids, **kwargs)
+    assert torch.equal(out.logits, model(inputs_embeds=embeds).logits)
+    masks[1, 0, 0] = True  # object 1 now selects 2 cells: one position short
+    with pytest.raises(ValueError, match='sample 1: 516 <IMG_CONTEXT> positions .* 517 rows'):
+        model(input_ids=ids, **kwargs)
+
+
+@torch.no_grad()
 def test_save_load_round_trip_identical_logits(tiny, tmp_path):
     model, tokenizer = tiny
     batch = make_batch(tokenizer, seed=1)
