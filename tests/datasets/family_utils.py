@@ -23,22 +23,20 @@ def base_config(name: str):
                                / f'{name}.py'))
 
 
-def build_dataset(cfg_dict, tokenizer, **overrides):
-    """A dataset from a base-config dict, its ``EncodeConversation`` step
-    given ``tokenizer`` (object or path), other keys overridden."""
+def build_dataset(cfg_dict, tokenizer, template: str = 'phi3_chat',
+                  max_length: int = 8192, **overrides):
+    """A dataset from a base-config dict, with the experiment's text
+    settings filled in as ``MixedDataset(pipeline_defaults=...)`` does
+    (a step's own arguments win), other keys overridden."""
     import projects.sa2va.datasets  # noqa: F401  (registers the families)
+    from projects.sa2va.datasets.mixing import apply_pipeline_defaults
     from projects.sa2va.registry import DATASETS
     cfg = copy.deepcopy(cfg_dict.to_dict() if hasattr(cfg_dict, 'to_dict')
                         else dict(cfg_dict))
     cfg.update(overrides)
-    pipeline = []
-    for step in cfg['pipeline']:
-        step = dict(step)
-        if step['type'] == 'EncodeConversation':
-            step['tokenizer'] = tokenizer
-        pipeline.append(step)
-    cfg['pipeline'] = pipeline
-    return DATASETS.build(cfg)
+    return DATASETS.build(apply_pipeline_defaults(cfg, dict(
+        EncodeConversation=dict(tokenizer=tokenizer, template=template,
+                                max_length=max_length))))
 
 
 def encoder_of(dataset):

@@ -178,6 +178,13 @@ def test_osprey_bad_records(cfg, data, tmp_path, tiny_tokenizer):
     with pytest.raises(ValueError, match=r'bad\.json: record 1 \(id '
                        r'\d+\): the first turn must be from "human"'):
         OspreyDataset(data_root=str(root), ann_file='bad.json')
+    recs[1]['conversations'] = recs[2]['conversations']
+    recs[1]['annotation'] = []
+    (root / 'bad.json').write_text(json.dumps(recs))
+    with pytest.raises(ValueError, match=r'record 1 .*"annotation" has no '
+                       r'region'):
+        OspreyDataset(data_root=str(root), ann_file='bad.json')
+    recs[1]['annotation'] = recs[2]['annotation']
     del recs[1]['conversations']
     (root / 'bad.json').write_text(json.dumps(recs))
     with pytest.raises(ValueError, match=r"record 1 .*KeyError: "

@@ -2,13 +2,12 @@
 # Flickr30k-GCG, OpenPSG-GCG (projects/sa2va/datasets/gcg.py), laid out as
 # Sa2VA's ./data/glamm_data/ (annotations/*.json, images/...).
 #
-# mmengine bases may not share names and cannot read an experiment's
-# variables: every name here starts with `gcg_`; the text settings below are
-# Sa2VA-4B's (docs/datasets.md, "Text settings").
+# Names start with `gcg_` (mmengine bases may not share names); the
+# tokenizer, chat template and max_length come from the experiment
+# (MixedDataset `pipeline_defaults` for EncodeConversation).
 gcg_data_root = './data/glamm_data/'
-gcg_tokenizer = './pretrained/InternVL2_5-4B'
-gcg_prompt_template = 'phi3_chat'
-gcg_max_length = 8192
+# Sa2VA-4B (v1 sa2va_4b.py) repeats.
+gcg_repeats = dict(refcocog=1, grandf=10, flickr=1, openpsg=1)
 
 gcg_pipeline = [
     dict(type='GCGQuestion'),
@@ -17,8 +16,7 @@ gcg_pipeline = [
     dict(type='DynamicTiles', max_num=12),
     dict(type='ImagesToTensor'),
     dict(type='SAM2Input'),
-    dict(type='EncodeConversation', tokenizer=gcg_tokenizer,
-         template=gcg_prompt_template, max_length=gcg_max_length),
+    dict(type='EncodeConversation'),
     dict(type='PackInputs'),
 ]
 

@@ -3,20 +3,21 @@
 #   ref_seg/<name>/instances.json, refs(unc).p | refs(umd).p,
 #   ref_seg/<name>/coco2014/train2014/COCO_train2014_*.jpg
 #
-# mmengine bases may not share names and cannot read an experiment's
-# variables: every name here starts with `refseg_`; the text settings below
-# are Sa2VA-4B's. An experiment for another tokenizer / template rebuilds the
-# pipeline (docs/datasets.md, "Text settings").
+# Names start with `refseg_` (mmengine bases may not share names). The
+# tokenizer and max_length come from the experiment (MixedDataset
+# `pipeline_defaults` for EncodeConversation); the template is this family's
+# own: Sa2VA v1 encodes RefCOCO with its own routine, the user turn without
+# the newline before <|assistant|>, no separator, no EOS, the chat template's
+# suffix closing each answer. The suffix here is phi3_chat's (Sa2VA-4B); a
+# model with another template sets its SUFFIX, or replaces the template by
+# the experiment's to drop this v1 quirk.
 refseg_data_root = './data/ref_seg/'
-refseg_tokenizer = './pretrained/InternVL2_5-4B'
-refseg_max_length = 8192
-# Sa2VA v1 encodes RefCOCO with its own routine: the user turn without the
-# newline before <|assistant|>, no separator, no EOS (phi3's <|end|> ends an
-# answer). Use the experiment's template name instead to drop this quirk.
 refseg_template = dict(
     INSTRUCTION='<|user|>\n{input}<|end|><|assistant|>\n',
     SUFFIX='<|end|>', SUFFIX_AS_EOS=True, SEP='')
 refseg_num_classes_per_sample = 5
+# Sa2VA-4B (v1 sa2va_4b.py) lists each of the three datasets four times.
+refseg_repeats = dict(refcoco=4, refcoco_plus=4, refcocog=4)
 
 refseg_pipeline = [
     dict(type='SampleReferringObjects', num=refseg_num_classes_per_sample),
@@ -25,8 +26,7 @@ refseg_pipeline = [
     dict(type='DynamicTiles', max_num=12),
     dict(type='ImagesToTensor'),
     dict(type='SAM2Input'),
-    dict(type='EncodeConversation', tokenizer=refseg_tokenizer,
-         template=refseg_template, max_length=refseg_max_length),
+    dict(type='EncodeConversation', template=refseg_template),
     dict(type='PackInputs'),
 ]
 

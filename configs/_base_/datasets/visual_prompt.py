@@ -4,21 +4,22 @@
 # ./data/describe-anything-dataset/describe-anything-dataset/<SUBSET>/
 # {annotations.json, images/*.tar}.
 #
-# mmengine bases may not share names and cannot read an experiment's
-# variables: every name here starts with `vp_`; the text settings below are
-# Sa2VA-4B's (docs/datasets.md, "Text settings").
+# Names start with `vp_` (mmengine bases may not share names); the
+# tokenizer, chat template and max_length come from the experiment
+# (MixedDataset `pipeline_defaults` for EncodeConversation).
 vp_data_root = './data/'
-vp_tokenizer = './pretrained/InternVL2_5-4B'
-vp_prompt_template = 'phi3_chat'
-vp_max_length = 8192
+# Sa2VA-4B (v1 sa2va_4b.py) takes the five Osprey files once each; Describe
+# Anything is the owner fork's addition (not in Sa2VA-4B's mix).
+vp_repeats = dict(osprey_conversation=1, osprey_description=1,
+                  osprey_short_form=1, osprey_part_level=1, osprey_lvis=1,
+                  describe_anything=1)
 
 vp_osprey_root = vp_data_root + 'osprey-724k/'
 vp_osprey_image_folders = ['coco/train2014/', 'coco/val2014/',
                            'coco/train2017/', 'coco/val2017/']
 
 
-vp_encode = dict(type='EncodeConversation', tokenizer=vp_tokenizer,
-                 template=vp_prompt_template, max_length=vp_max_length)
+vp_encode = dict(type='EncodeConversation')
 # Osprey: regions decoded at the annotation size, 'nearest' 16 x 16 grid;
 # `ensure_nonempty` gives a region that vanished on the grid its best cell
 # (counted), `min_cells=0` keeps every region as Sa2VA v1 does.

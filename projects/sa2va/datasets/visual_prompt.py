@@ -201,6 +201,8 @@ class OspreyDataset(Sa2VABaseDataset):
                     ori_shape=(int(rec['height']), int(rec['width'])),
                     segmentations=[a['segmentation']
                                    for a in rec['annotation']])
+                if not info['segmentations']:
+                    raise ValueError('"annotation" has no region')
                 cells = sum(_estimate_region_cells(a, *info['ori_shape'])
                             for a in rec['annotation'])
                 if self.kind == 'description':
