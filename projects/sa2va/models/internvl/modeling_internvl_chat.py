@@ -178,7 +178,9 @@ class InternVLChat(PreTrainedModel):
             missing, or any shape differs. Nothing is ever half-loaded silently.
         """
         want_info = kwargs.pop('output_loading_info', False)
-        kwargs.pop('ignore_mismatched_sizes', None)
+        if kwargs.pop('ignore_mismatched_sizes', False):
+            raise ValueError('InternVLChat.from_pretrained loads strictly: '
+                             'ignore_mismatched_sizes=True is not supported')
         config = kwargs.pop('config', None)
         if config is None:
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path)
