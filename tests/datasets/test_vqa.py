@@ -259,13 +259,13 @@ def test_chat_univi_short_missing_strip_and_errors(root, tok, tmp_path):
 # ---------------------------------------------------------------------------
 def _rebase(cfg, data_root: str, tok: str):
     """The config's dataset dict with ./data/ replaced by the sample root
-    and the tokenizer by the tiny one."""
+    and the text settings an experiment gives (``pipeline_defaults``)."""
+    from projects.sa2va.datasets.mixing import apply_pipeline_defaults
     cfg = copy.deepcopy(cfg)
     cfg['data_root'] = cfg['data_root'].replace('./data/', data_root + '/')
-    for step in cfg['pipeline']:
-        if 'tokenizer' in step:
-            step['tokenizer'] = tok
-    return cfg
+    text = dict(tokenizer=tok, template='phi3_chat', max_length=8192)
+    return apply_pipeline_defaults(cfg, dict(
+        EncodeConversation=text, EncodeLLaVAConversation=text))
 
 
 def test_base_configs_build_on_sample_data(root, tok, tmp_path_factory):

@@ -12,15 +12,11 @@
 # pixel_values (5, 3, 448, 448) uint8, g_pixel_values (5, 3, 1024, 1024)
 # uint8, masks (25, H, W) uint8 object-major (object 0's 5 frames first).
 #
-# mmengine bases may not share names and cannot read an experiment's
-# variables: every name here starts with `refvos_`; the text settings below
-# are Sa2VA-4B's (v1: phi3_chat through xtuner's template_map_fn +
-# encode_fn). An experiment for another tokenizer / template rebuilds the
-# pipelines (docs/datasets.md, "Text settings").
+# mmengine bases may not share names: every name here starts with `refvos_`.
+# The text settings (tokenizer, template, max_length) come from the
+# experiment's MixedDataset `pipeline_defaults` (v1: phi3_chat through
+# xtuner's template_map_fn + encode_fn).
 refvos_data_root = './data/video_datas/'
-refvos_tokenizer = './pretrained/InternVL2_5-4B'
-refvos_template = 'phi3_chat'
-refvos_max_length = 8192
 refvos_sampled_frames = 5
 refvos_select_number = 5
 # Sa2VA-4B (v1 sa2va_4b.py) lists these datasets with these repeats.
@@ -29,8 +25,7 @@ refvos_repeats = dict(revos=10, mevis=4, ref_ytvos=4, sav=4)
 refvos_output_steps = [
     dict(type='ImagesToTensor', key='frames'),
     dict(type='SAM2Input', key='frames'),
-    dict(type='EncodeConversation', tokenizer=refvos_tokenizer,
-         template=refvos_template, max_length=refvos_max_length),
+    dict(type='EncodeConversation'),
     dict(type='PackInputs',
          meta_keys=('record_id', 'sample_idx', 'dataset_name', 'ori_shape',
                     'object_indices', 'frame_indices')),

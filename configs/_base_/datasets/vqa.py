@@ -10,13 +10,11 @@
 # with OpenCV (decord is not installed). No masks, no g_pixel_values.
 #
 # Names start with `vqa_` (mmengine bases may not share names); the text
-# settings are Sa2VA-4B's. v1 encodes LLaVA with its own loop (no separator
+# settings (tokenizer, template, max_length) come from the experiment's
+# MixedDataset `pipeline_defaults`. v1 encodes LLaVA with its own loop (no separator
 # between turns: EncodeLLaVAConversation) and Chat-UniVi with xtuner's
 # template_map_fn + encode_fn (EncodeConversation).
 vqa_data_root = './data/'
-vqa_tokenizer = './pretrained/InternVL2_5-4B'
-vqa_template = 'phi3_chat'
-vqa_max_length = 8192
 vqa_max_num_tiles = 12
 vqa_sampled_frames = 5
 # Sa2VA-4B (v1 sa2va_4b.py) repeats.
@@ -26,8 +24,7 @@ vqa_llava_pipeline = [
     dict(type='LoadImage', allow_text_only=True),
     dict(type='DynamicTiles', max_num=vqa_max_num_tiles),
     dict(type='ImagesToTensor'),
-    dict(type='EncodeLLaVAConversation', tokenizer=vqa_tokenizer,
-         template=vqa_template, max_length=vqa_max_length),
+    dict(type='EncodeLLaVAConversation'),
     dict(type='PackInputs'),
 ]
 vqa_llava = dict(
@@ -45,8 +42,7 @@ vqa_chat_univi_pipeline = [
          rule='segments', fallback_exts=('.mp4', )),
     dict(type='LoadVideoFrames', seek_gap=100, fallback_exts=('.mp4', )),
     dict(type='ImagesToTensor', key='frames'),
-    dict(type='EncodeConversation', tokenizer=vqa_tokenizer,
-         template=vqa_template, max_length=vqa_max_length),
+    dict(type='EncodeConversation'),
     dict(type='PackInputs',
          meta_keys=('record_id', 'sample_idx', 'dataset_name', 'video_path',
                     'frame_indices')),
