@@ -42,7 +42,8 @@ from ..constants import IMAGE_PLACEHOLDER, NUM_IMAGE_TOKENS
 from ..registry import DATASETS, TRANSFORMS
 from ..transforms.base import BaseTransform, RecordError, require
 from ..transforms.text import conversation_from_turns
-from .base import Sa2VABaseDataset, estimate_text_tokens, estimate_tiles
+from .base import (Sa2VABaseDataset, estimate_text_tokens, estimate_tiles,
+                   iter_json_array)
 
 # Sa2VA v1's region-description questions, as data (magic-research/Sa2VA,
 # projects/llava_sam2/datasets/Osprey_Dataset.py: DETAILED_QUESTIONS).
@@ -185,14 +186,10 @@ class OspreyDataset(Sa2VABaseDataset):
         rid = rec.get('id') if isinstance(rec, dict) else None
         return ValueError(f'{self.ann_file}: record {i} (id {rid!r}): {msg}')
 
-    def load_data_list(self) -> list[dict]:
-        with open(self.ann_file, encoding='utf-8') as f:
-            records = json.load(f)
-        if not isinstance(records, list):
-            raise ValueError(f'{self.ann_file}: expected a JSON list of '
-                             f'images, got {type(records).__name__}')
-        out = []
-        for i, rec in enumerate(records):
+    def load_data_list(self):
+        """Yield one record per image, streaming the JSON list (the index
+        is serialized as the records come)."""
+        for i, rec in enumerate(iter_json_array(self.ann_file)):
             try:
                 info = dict(
                     record_id=f'{osp.basename(self.ann_file)}[{i}] id='
@@ -230,8 +227,7 @@ class OspreyDataset(Sa2VABaseDataset):
                 text + 12 + 6 * n_regions + cells
                 + NUM_IMAGE_TOKENS * estimate_tiles(
                     w, h, max_num=self.max_num_tiles))
-            out.append(info)
-        return out
+            yield info
 
     def _conversation(self, turns) -> list[dict]:
         if not turns or turns[0].get('from') != 'human':
