@@ -276,9 +276,12 @@ def test_describe_anything_index_cache_and_bad_shards(cfg, data, tmp_path,
     ann_path = root / 'COCOStuff/annotations.json'
     ann = json.loads(ann_path.read_text())
     ann['999'] = [dict(r, image='gone.jpg') for r in ann[next(iter(ann))]]
+    ann['998'] = [dict(r, caption='  ') for r in ann[next(iter(ann))]]
     ann_path.write_text(json.dumps(ann))
     ds2 = _dam(cfg, data, tiny_tokenizer, data_root=str(root) + '/',
                subsets=['COCOStuff'], min_bad_checks=1000)
+    # the empty-caption regions of '998' are not in the index
+    assert len(ds2) == sum(len(v) for k, v in ann.items() if k != '998')
     last = len(ds2) - 1
     assert ds2.get_data_info(last)['tar_path'] is None
     assert ds2[last]['data_stats']['skipped/missing_image'] == 1

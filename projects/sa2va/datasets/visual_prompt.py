@@ -410,7 +410,9 @@ class DescribeAnythingDataset(Sa2VABaseDataset):
             each run, reading every shard's headers).
         **kwargs: see :class:`Sa2VABaseDataset` (``ann_file`` is not used).
 
-    Each record: ``record_id`` (``SUBSET/sample_id#k``), ``segmentations``
+    Regions with an empty caption are dropped when the index is built (a
+    logged count; the owner fork drops them too). Each record:
+    ``record_id`` (``SUBSET/sample_id#k``), ``segmentations``
     (``[mask_rle]``), ``conversation`` (``[{input: '<image>\\n' +
     instruction, output: caption.strip()}]``), ``tar_shard`` (index into
     ``shard_paths``; -1 when no shard holds the image: the sample then fails
@@ -444,7 +446,7 @@ class DescribeAnythingDataset(Sa2VABaseDataset):
                                 self.index_cache_dir)
             first_shard = len(self.shard_paths)
             self.shard_paths += shards.shards
-            missing = 0
+            missing = empty = 0
             for sample_id, value in ann.items():
                 try:
                     regions = _regions_of(value)
@@ -466,6 +468,9 @@ class DescribeAnythingDataset(Sa2VABaseDataset):
                             f'{ann_path}: sample {sample_id!r} region {k} is '
                             f'malformed: {type(exc).__name__}: '
                             f'{exc}') from None
+                    if not caption:
+                        empty += 1
+                        continue
                     where = shards.locate(
                         dam_member_candidates(str(sample_id), region))
                     missing += where is None
@@ -481,6 +486,10 @@ class DescribeAnythingDataset(Sa2VABaseDataset):
                         length_estimate=(
                             estimate_text_tokens(self.instruction + caption)
                             + 20 + cells + NUM_IMAGE_TOKENS)))
+            if empty:
+                print_log(f'{self.dataset_name}: dropped {empty} regions of '
+                          f'{subset} with an empty caption',
+                          logger='current', level=30)
             if missing:
                 print_log(f'{self.dataset_name}: {missing} regions of '
                           f'{subset} have no image in {folder}/images '
