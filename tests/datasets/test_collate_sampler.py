@@ -171,3 +171,26 @@ def test_pipeline_defaults_fill_missing_arguments_only():
         dict(EncodeConversation=dict(tokenizer='tok', max_length=10)))
     assert nested['pipeline_defaults'] == dict(
         EncodeConversation=dict(tokenizer='tok', max_length=5))
+
+
+def test_pipeline_overrides_and_data_root_prefix():
+    from projects.sa2va.datasets.mixing import apply_pipeline_defaults
+    cfg = dict(type='X', data_root='./data/ref_seg/refcoco/', pipeline=[
+        dict(type='DynamicTiles', max_num=12), dict(type='SAM2Input')])
+    out = apply_pipeline_defaults(
+        cfg, defaults=dict(SAM2Input=dict(size=256)),
+        overrides=dict(DynamicTiles=dict(max_num=2)),
+        data_root=('./data/', 'data/sample/'))
+    assert out['data_root'] == 'data/sample/ref_seg/refcoco/'
+    assert out['pipeline'] == [dict(type='DynamicTiles', max_num=2),
+                               dict(type='SAM2Input', size=256)]
+    other = apply_pipeline_defaults(dict(cfg, data_root='/abs/x/'),
+                                    data_root=('./data/', 'y/'))
+    assert other['data_root'] == '/abs/x/'
+    nested = apply_pipeline_defaults(
+        dict(type='MixedDataset', datasets=[],
+             pipeline_overrides=dict(DynamicTiles=dict(max_num=6))),
+        overrides=dict(DynamicTiles=dict(max_num=2)),
+        data_root=('./data/', 'y/'))
+    assert nested['pipeline_overrides'] == dict(DynamicTiles=dict(max_num=2))
+    assert nested['data_root_prefix'] == ('./data/', 'y/')

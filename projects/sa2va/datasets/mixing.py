@@ -11,30 +11,60 @@ from ..registry import DATASETS
 from .samplers import get_modality_lengths
 
 
-def apply_pipeline_defaults(cfg: dict, defaults: dict | None) -> dict:
-    """A copy of a dataset config with ``defaults`` filled into its pipeline
-    steps (and those of nested mixes); arguments a step sets win."""
+def _step_name(step: dict):
+    name = step.get('type')
+    name = name if isinstance(name, str) else getattr(name, '__name__', None)
+    return name.split('.')[-1] if isinstance(name, str) else name
+
+
+def _merge(outer: dict | None, inner: dict | None, inner_wins: bool) -> dict:
+    merged = {k: dict(v) for k, v in (outer or {}).items()}
+    for name, args in (inner or {}).items():
+        base = merged.get(name, {})
+        merged[name] = {**base, **args} if inner_wins else {**args, **base}
+    return merged
+
+
+def apply_pipeline_defaults(cfg: dict, defaults: dict | None = None,
+                            overrides: dict | None = None,
+                            data_root: tuple | None = None) -> dict:
+    """A copy of a dataset config with pipeline settings applied.
+
+    Args:
+        cfg: a dataset config (or a nested ``MixedDataset`` config).
+        defaults: ``{transform type: {arg: value}}`` filled into the
+            pipeline steps of that type that do not set ``arg``.
+        overrides: same shape, set whatever the step says.
+        data_root: ``(old_prefix, new_prefix)``: a ``data_root`` starting
+            with ``old_prefix`` gets ``new_prefix`` instead.
+
+    Nested mixes receive the settings (their own defaults win over outer
+    defaults; outer overrides win over theirs).
+    """
     cfg = copy.deepcopy(dict(cfg))
-    if not defaults:
-        return cfg
-    steps = []
-    for step in cfg.get('pipeline') or []:
-        if isinstance(step, dict):
-            step = dict(step)
-            name = step.get('type')
-            name = name if isinstance(name, str) else getattr(
-                name, '__name__', None)
-            name = name.split('.')[-1] if isinstance(name, str) else name
-            for key, value in (defaults.get(name) or {}).items():
-                step.setdefault(key, value)
-        steps.append(step)
     if 'pipeline' in cfg:
+        steps = []
+        for step in cfg.get('pipeline') or []:
+            if isinstance(step, dict):
+                step = dict(step)
+                name = _step_name(step)
+                for key, value in ((defaults or {}).get(name) or {}).items():
+                    step.setdefault(key, value)
+                step.update((overrides or {}).get(name) or {})
+            steps.append(step)
         cfg['pipeline'] = steps
+    root = cfg.get('data_root')
+    if data_root and isinstance(root, str) and root.startswith(data_root[0]):
+        cfg['data_root'] = data_root[1] + root[len(data_root[0]):]
     if 'datasets' in cfg:
-        merged = dict(defaults)
-        for name, args in (cfg.get('pipeline_defaults') or {}).items():
-            merged[name] = {**merged.get(name, {}), **args}
-        cfg['pipeline_defaults'] = merged
+        if defaults:
+            cfg['pipeline_defaults'] = _merge(
+                defaults, cfg.get('pipeline_defaults'), inner_wins=True)
+        if overrides:
+            cfg['pipeline_overrides'] = _merge(
+                overrides, cfg.get('pipeline_overrides'), inner_wins=False)
+        if data_root and not cfg.get('data_root_prefix'):
+            cfg['data_root_prefix'] = tuple(data_root)
     return cfg
 
 
@@ -60,15 +90,23 @@ class MixedDataset(Dataset):
             max_length=8192))``: the experiment config states the tokenizer
             and template once, the family base configs stay model-agnostic,
             and a dataset that needs its own template keeps it.
+        pipeline_overrides: same shape, set regardless of the step (e.g.
+            a smaller ``DynamicTiles`` for a CPU demo).
+        data_root_prefix: ``(old, new)``: children whose ``data_root``
+            starts with ``old`` read from ``new`` instead (the family bases
+            say ``./data/``; a demo on generated data says ``data/sample/``).
 
     Attributes:
         modality_length: ``(len(self),) int64``, from the datasets.
     """
 
     def __init__(self, datasets: Sequence, repeats: Sequence[float] | None
-                 = None, seed: int = 0, pipeline_defaults: dict | None = None):
+                 = None, seed: int = 0, pipeline_defaults: dict | None = None,
+                 pipeline_overrides: dict | None = None,
+                 data_root_prefix: Sequence[str] | None = None):
         self.datasets = [
-            DATASETS.build(apply_pipeline_defaults(d, pipeline_defaults))
+            DATASETS.build(apply_pipeline_defaults(
+                d, pipeline_defaults, pipeline_overrides, data_root_prefix))
             if isinstance(d, dict) else d for d in datasets
         ]
         if not self.datasets:

@@ -1,0 +1,56 @@
+# The Sa2VA-4B recipe shrunk for a CPU: the same code path (every data
+# family in its real on-disk format, the same pipelines, InternVL + SAM2 with
+# LoRA) with a tiny InternVL, a tiny SAM2, the tiny tokenizer and the
+# generated sample data. This is what `make demo` trains.
+#
+#   python tools/make_sample_data.py --out data/sample
+#   python -c "from projects.sa2va.tokenization import build_tiny_tokenizer as b; b('data/sample/tokenizer')"
+#   python tools/train.py configs/sa2va_tiny_demo.py
+_base_ = [
+    './_base_/default_runtime.py',
+    './_base_/models/sa2va_tiny.py',
+    './_base_/datasets/sa2va_mix.py',
+]
+
+sample_root = 'data/sample/'
+tokenizer_path = sample_root + 'tokenizer'
+text_settings = dict(tokenizer=tokenizer_path, template='phi3_chat',
+                     max_length=8192)
+
+train_dataloader = dict(
+    num_workers=0,
+    persistent_workers=False,
+    pin_memory=False,
+    sampler=dict(per_device_batch_size=2, seed=0),
+    # the tiny tokenizer pads with <|endoftext|> = 0
+    collate_fn=dict(pad_index=0),
+    dataset=dict(
+        # every family once (the 4B repeats would only lengthen an epoch)
+        repeats=[1] * 19,
+        data_root_prefix=('./data/', sample_root),
+        pipeline_defaults=dict(
+            EncodeConversation=text_settings,
+            EncodeLLaVAConversation=text_settings,
+            # the tiny SAM2 takes 256 x 256 frames
+            SAM2Input=dict(size=256)),
+        # at most 2 tiles + thumbnail per image keeps a CPU step short
+        pipeline_overrides=dict(DynamicTiles=dict(max_num=2))))
+
+model = dict(tokenizer=tokenizer_path)
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999),
+                   weight_decay=0.0),
+    clip_grad=dict(max_norm=1.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
+    dict(type='CosineAnnealingLR', eta_min=2e-4, by_epoch=False, begin=5,
+         end=60)]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=60)
+default_hooks = dict(
+    logger=dict(interval=5),
+    checkpoint=dict(interval=30, max_keep_ckpts=1))
+custom_hooks = [dict(type='DataStatsHook', interval=20)]
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)
