@@ -194,3 +194,55 @@ def test_malformed_refs_raise_naming_file_and_ref(data, tmp_path):
     with pytest.raises(ValueError, match='COCO dict'):
         RefCOCODataset(data_root=str(tmp_path), ann_file='instances.json',
                        split_file='refs(unc).p')
+
+
+def _py2_pickle(obj) -> bytes:
+    """A protocol-2 pickle as Python 2 writes it: text as byte strings
+    (SHORT_BINSTRING), so that only ``encoding='latin1'`` reads it."""
+    import struct
+
+    def emit(o):
+        if isinstance(o, dict):
+            return b'}(' + b''.join(emit(k) + emit(v) for k, v in o.items()) \
+                + b'u'
+        if isinstance(o, list):
+            return b'](' + b''.join(emit(v) for v in o) + b'e'
+        if isinstance(o, str):
+            raw = o.encode('latin1')
+            return b'U' + bytes([len(raw)]) + raw
+        if isinstance(o, float):
+            return b'G' + struct.pack('>d', o)
+        return b'J' + struct.pack('<i', o)
+    return b'\x80\x02' + emit(obj) + b'.'
+
+
+def test_python2_refs_pickle_with_the_real_ref_0(tmp_path, tiny_tokenizer):
+    """RefCOCO's real ref 0 (values quoted by the refer API), written as a
+    Python 2 pickle; raw text in capitals."""
+    ref = {'sent_ids': [0, 1], 'file_name':
+           'COCO_train2014_000000581857_16.jpg', 'ann_id': 1719310,
+           'ref_id': 0, 'image_id': 581857, 'split': 'train',
+           'sentences': [{'tokens': ['the', 'lady', 'with', 'the', 'blue',
+                                     'shirt'],
+                          'raw': 'THE LADY WITH THE BLUE SHIRT',
+                          'sent_id': 0,
+                          'sent': 'the lady with the blue shirt'}],
+           'category_id': 1}
+    (tmp_path / 'refs(unc).p').write_bytes(_py2_pickle([ref]))
+    poly = [[1.0, 1.0, 6.0, 1.0, 6.0, 5.0, 1.0, 5.0]]
+    (tmp_path / 'instances.json').write_text(json.dumps({
+        'images': [{'id': 581857, 'height': 6, 'width': 8,
+                    'file_name': 'COCO_train2014_000000581857.jpg'}],
+        'annotations': [{'id': 1719310, 'image_id': 581857,
+                         'segmentation': poly, 'iscrowd': 0,
+                         'category_id': 1, 'area': 20.0,
+                         'bbox': [1.0, 1.0, 5.0, 4.0]}]}))
+    ds = RefCOCODataset(data_root=str(tmp_path), ann_file='instances.json',
+                        split_file='refs(unc).p', pipeline=[])
+    info = ds.get_data_info(0)
+    assert len(ds) == 1
+    assert info['objects'] == [dict(segmentation=poly,
+                                    text='the lady with the blue shirt')]
+    assert info['img_path'].endswith(
+        'coco2014/train2014/COCO_train2014_000000581857.jpg')
+    assert info['ori_shape'] == (6, 8)
