@@ -241,8 +241,8 @@ class GCGDataset(Sa2VABaseDataset):
                  else str(i), rec) for i, rec in enumerate(data)]
 
     def load_data_list(self) -> list[dict]:
-        adapter = {'refcocog': adapt_refcocog, 'grandf': adapt_grandf,
-                   'openpsg': adapt_grandf, 'flickr': adapt_flickr}[self.format]
+        adapter = dict(refcocog=adapt_refcocog, grandf=adapt_grandf,
+                       openpsg=adapt_grandf, flickr=adapt_flickr)[self.format]
         out = []
         for i, (key, item) in enumerate(self._raw_items()):
             try:
