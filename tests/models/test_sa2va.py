@@ -367,3 +367,21 @@ def test_merge_and_export_gives_official_keys_and_same_outputs(model, samples, t
     assert 'mllm.language_model.model.layers.0.self_attn.q_proj.weight' in on_disk
     assert 'grounding_encoder.image_encoder.trunk.patch_embed.proj.weight' in on_disk
     assert not any('lora' in k or 'token_adapter' in k for k in on_disk)
+
+
+def test_4b_config_is_sa2va_4b_and_matches_the_tiny_keys():
+    from mmengine.config import Config
+    big = Config.fromfile(str(CONFIG.parent / 'sa2va_4b.py')).model
+    tiny = Config.fromfile(str(CONFIG)).model
+    assert set(big) - {'pretrained_pth', 'llm_loss_weight'} == set(tiny)
+    assert big.mllm.model_path == './pretrained/InternVL2_5-4B' and big.tokenizer is None
+    assert big.mllm.llm_lora == dict(r=128, lora_alpha=256, lora_dropout=0.05)
+    assert (big.mllm.freeze_vision, big.mllm.freeze_llm, big.mllm.freeze_mlp1) == \
+        (True, True, False)
+    assert big.grounding_encoder.config == 'sam2_hiera_l'
+    assert big.grounding_encoder.checkpoint == './pretrained/sam2_hiera_large.pt'
+    assert big.grounding_encoder.trainable == ('sam_mask_decoder', )
+    assert (big.num_points, big.oversample_ratio, big.importance_sample_ratio) == \
+        (12544, 3.0, 0.75)
+    assert big.loss_mask == dict(type='MaskBCELoss', loss_weight=2.0)
+    assert big.loss_dice == dict(type='MaskDiceLoss', loss_weight=0.5, eps=1.0)
