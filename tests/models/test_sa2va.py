@@ -385,3 +385,51 @@ def test_4b_config_is_sa2va_4b_and_matches_the_tiny_keys():
         (12544, 3.0, 0.75)
     assert big.loss_mask == dict(type='MaskBCELoss', loss_weight=2.0)
     assert big.loss_dice == dict(type='MaskDiceLoss', loss_weight=0.5, eps=1.0)
+
+
+class _Force:
+    """Logits processor that makes ``generate`` emit a planned sequence."""
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def __call__(self, input_ids, scores):
+        forced = torch.full_like(scores, -float('inf'))
+        forced[:, self.plan[input_ids.shape[-1]]] = 0.0
+        return forced
+
+
+def test_generate_masks_segments_each_generated_seg(model, samples):
+    """Generation, then SAM2 on the generated [SEG]s, gives the masks of the
+    teacher-forced forward on the same text (causal LLM, KV cache)."""
+    from transformers import LogitsProcessorList
+    t = Ids(model.tokenizer)
+    sample = samples['res']
+    answer = sample['input_ids'][-5:].tolist()  # w0 w1 [SEG] w2 [SEG]
+    plan = answer + [t.words[3]]
+    prompt = dict(sample, input_ids=sample['input_ids'][:-5], labels=sample['labels'][:-5])
+    model.eval()
+    try:
+        data = model.data_preprocessor(collate([prompt]), False)
+        out = model.generate_masks(
+            data['input_ids'], data['g_pixel_values'], (40, 60),
+            pixel_values=data['pixel_values'], image_flags=data['image_flags'],
+            max_new_tokens=6, do_sample=False,
+            logits_processor=LogitsProcessorList([_Force(plan)]))
+        full = model.data_preprocessor(collate([sample]), False)
+        with torch.no_grad():
+            forced = model(**full, mode='predict')[0]
+    finally:
+        model.train()
+    assert out['sequences'].tolist() == plan
+    assert out['pred_masks'].shape == (2, 1, 40, 60) and out['pred_masks'].dtype == torch.bool
+    assert out['pred_logits'].shape == (2, 1, 64, 64)
+    assert torch.allclose(out['pred_logits'], forced['pred_logits'], atol=1e-4)
+    assert not torch.equal(out['pred_logits'][0], out['pred_logits'][1])
+
+
+def test_batch_without_supervised_tokens_raises(model, samples):
+    s = dict(samples['text'])
+    s['labels'] = torch.full_like(s['labels'], IGNORE_INDEX)
+    with pytest.raises(ValueError, match='no supervised token'):
+        run_loss(model, collate([s]))

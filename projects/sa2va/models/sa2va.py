@@ -32,11 +32,12 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
-from ..constants import SA2VA_SPECIAL_TOKENS, SEG_TOKEN
+from ..constants import IGNORE_INDEX, SA2VA_SPECIAL_TOKENS, SEG_TOKEN
 from ..registry import MODELS
 from ..tokenization import add_special_tokens, single_token_id
 from ..transforms.formatting import build_tokenizer
@@ -394,6 +395,9 @@ class Sa2VAModel(BaseModel):
             raise ValueError(f'unknown mode {mode!r}')
         if mode == 'loss' and labels is None:
             raise ValueError("mode='loss' needs labels")
+        if mode == 'loss' and not bool((labels[:, 1:] != IGNORE_INDEX).any()):
+            raise ValueError('the batch has no supervised token (every label is '
+                             f'{IGNORE_INDEX} after the shift): the LM loss is undefined')
         out = self.mllm(input_ids=input_ids, pixel_values=pixel_values,
                         attention_mask=attention_mask, position_ids=position_ids,
                         image_flags=image_flags, labels=labels if mode == 'loss' else None,
@@ -532,12 +536,18 @@ class Sa2VAModel(BaseModel):
         index = torch.cat(image_index).to(images.device)
         if prompts.shape[0] == 0:
             raise ValueError('grounding samples without any object')
+        pred = self._language_masks(images, prompts, index)
+        gt = torch.cat(gts).to(pred.device) if need_gt else None
+        return pred, gt, stats
+
+    def _language_masks(self, images: Tensor, prompts: Tensor, index: Tensor) -> Tensor:
+        """SAM2 low-res mask logits ``(R, 1, h, w)`` for prompt rows ``(R, C)``
+        on frames ``images[index]`` (``images (F, 3, S, S)``)."""
         backbone = self._encode_sam2(images)
         sam_dtype = self.grounding_encoder.no_mem_embed.dtype
         out = self.grounding_encoder.forward_language_prompt(
             backbone, prompts[:, None].to(sam_dtype), image_index=index)
-        gt = torch.cat(gts).to(out['low_res_masks'].device) if need_gt else None
-        return out['low_res_masks'], gt, stats
+        return out['low_res_masks']
 
     def _sam2_images(self, g_pixel_values) -> Tensor:
         """``(F, 3, S, S)`` normalised frames in the SAM2 encoder's dtype."""
@@ -607,13 +617,73 @@ class Sa2VAModel(BaseModel):
         return torch.stack([p.float().sum() for p in params]).sum() * 0.0
 
     # ------------------------------------------------------------- predict
+    @torch.no_grad()
+    def generate_masks(self, input_ids: Tensor, g_pixel_values, ori_size: Tuple[int, int],
+                       pixel_values: Optional[Tensor] = None,
+                       image_flags: Optional[Tensor] = None,
+                       vp_overall_mask: Optional[Tensor] = None,
+                       prompt_masks: Optional[Sequence[Tensor]] = None,
+                       **generate_kwargs) -> Dict[str, Tensor]:
+        """Answer one prompt and segment every ``[SEG]`` the answer contains.
+
+        Args:
+            input_ids: ``(1, L)`` long, the prompt (one sample).
+            g_pixel_values: the sample's T SAM2 frames, ``(T, 3, S, S)``
+                normalised float (or uint8, normalised here).
+            ori_size: ``(H, W)`` of the output masks.
+            pixel_values, image_flags, vp_overall_mask, prompt_masks: the
+                vision inputs as in :meth:`forward`.
+            **generate_kwargs: for the LLM's ``generate`` (``max_new_tokens``,
+                ``eos_token_id``, ``do_sample`` ...).
+
+        Returns:
+            dict with ``sequences (n_new,)`` long (the generated ids),
+            ``pred_logits (k, T, h, w)`` and ``pred_masks (k, T, H, W)`` bool
+            (logits upsampled bilinear, > 0) for the k generated ``[SEG]``
+            (k may be 0). The hidden state of a ``[SEG]`` is the last layer's
+            output at the step that reads it back as input, as in training;
+            a ``[SEG]`` that is the very last generated token (generation cut
+            by ``max_new_tokens``) is never read back and raises.
+        """
+        if input_ids.shape[0] != 1:
+            raise ValueError(f'generate_masks takes one sample, got a batch of '
+                             f'{input_ids.shape[0]}')
+        gen = self.mllm.generate(
+            input_ids=input_ids, pixel_values=pixel_values, image_flags=image_flags,
+            vp_overall_mask=vp_overall_mask, prompt_masks=prompt_masks or None,
+            output_hidden_states=True, return_dict_in_generate=True, **generate_kwargs)
+        seq = gen.sequences[0]
+        # hidden_states[0] covers the prompt; hidden_states[i] (i >= 1) is the
+        # pass that reads generated token i - 1.
+        steps = [h[-1][0, -1] for h in gen.hidden_states[1:]]
+        seg_pos = [i for i in range(len(steps)) if int(seq[i]) == self.seg_token_id]
+        if len(seq) > len(steps) and int(seq[-1]) == self.seg_token_id:
+            raise ValueError('the last generated token is [SEG] (generation stopped by '
+                             'max_new_tokens): it has no hidden state; allow more tokens')
+        images = self._sam2_images(g_pixel_values)
+        t = images.shape[0]
+        h, w = self.low_res_size
+        if not seg_pos:
+            return dict(sequences=seq, pred_logits=images.new_zeros(0, t, h, w),
+                        pred_masks=torch.zeros(0, t, *ori_size, dtype=torch.bool,
+                                               device=images.device))
+        hidden = torch.stack([steps[i] for i in seg_pos])
+        fcs_dtype = self.text_hidden_fcs[0].weight.dtype
+        prompts = self.text_hidden_fcs(hidden.to(fcs_dtype)).repeat_interleave(t, dim=0)
+        index = torch.arange(t, device=images.device).repeat(len(seg_pos))
+        logits = self._language_masks(images, prompts, index)
+        full = F.interpolate(logits.float(), size=tuple(ori_size), mode='bilinear',
+                             align_corners=False)[:, 0]
+        k = len(seg_pos)
+        return dict(sequences=seq, pred_logits=logits[:, 0].reshape(k, t, h, w),
+                    pred_masks=(full > 0).reshape(k, t, *ori_size))
+
     def _split_predictions(self, pred: Optional[Tensor], n_objs: List[int],
                            frames_per_batch, masks, ori_sizes) -> List[Dict[str, Tensor]]:
         """Per grounding sample: logits ``(n_obj, T, h, w)`` and boolean masks
         at the original size (bilinear upsampling of the logits, > 0)."""
         if pred is None:
             return []
-        import torch.nn.functional as F
         results, start = [], 0
         frames = [int(t) for t in frames_per_batch]
         for i, (t, k) in enumerate(zip(frames, n_objs)):
