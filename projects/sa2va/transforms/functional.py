@@ -25,6 +25,7 @@ from ..constants import (GRID_SIZE, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD,
 
 __all__ = [
     'pixel_values_from_image', 'image_to_uint8_tensor', 'normalize_uint8',
+    'stack_uint8_images', 'resize_rgb', 'sam2_resize',
     'find_closest_grid', 'dynamic_tiles', 'sam2_pixel_values', 'decode_mask',
     'rle_counts_from_string', 'pool_prompt_masks', 'repair_empty_prompt_masks',
     'region_token_counts', 'visual_prompt_text', 'mask_caption_item',
@@ -59,12 +60,37 @@ def image_to_uint8_tensor(image: Image.Image,
     Returns:
         ``(3, s, s) uint8`` tensor, values 0..255.
     """
+    return _hwc_to_chw_tensor(resize_rgb(image, image_size))
+
+
+def resize_rgb(image: Image.Image, image_size: int = IMAGE_SIZE
+               ) -> Image.Image:
+    """``convert('RGB')`` + torchvision ``Resize((s, s), BICUBIC)`` on a PIL
+    image (PIL's bicubic); a no-op for an RGB image already ``s`` square."""
     image = _to_rgb(image)
     if image.size != (image_size, image_size):
         image = TF.resize(image, [image_size, image_size],
                           interpolation=InterpolationMode.BICUBIC)
+    return image
+
+
+def _hwc_to_chw_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> ``(3, H, W) uint8`` tensor.
+
+    The transpose is done by numpy: a torch ``permute().contiguous()`` of a
+    small image runs multi-threaded and costs ~20x more when dataloader
+    workers compete for cores.
+    """
     array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def stack_uint8_images(images: Sequence[Image.Image]) -> torch.Tensor:
+    """Same-size RGB PIL images -> ``(n, 3, H, W) uint8``, one copy, numpy
+    only (no multi-threaded torch op on the data-loading path)."""
+    array = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1,
+                                                                 2)))
 
 
 def normalize_uint8(images: torch.Tensor,
@@ -200,11 +226,15 @@ def sam2_pixel_values(image: Image.Image,
     Returns:
         ``(3, size, size) uint8``, values 0..255.
     """
+    return _hwc_to_chw_tensor(sam2_resize(image, size))
+
+
+def sam2_resize(image: Image.Image, size: int = SAM2_IMAGE_SIZE
+                ) -> Image.Image:
+    """``convert('RGB').resize((size, size))``, PIL's default filter."""
     image = _to_rgb(image)
-    if image.size != (size, size):
-        image = image.resize((size, size))
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return image if image.size == (size, size) else image.resize((size,
+                                                                  size))
 
 
 # ---------------------------------------------------------------------------

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import os
 
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..constants import IMAGE_SIZE, SAM2_IMAGE_SIZE
 from ..registry import TRANSFORMS
 from .base import BaseTransform, RecordError, require
-from .functional import (dynamic_tiles, image_to_uint8_tensor,
-                         normalize_uint8, sam2_pixel_values)
+from .functional import (dynamic_tiles, normalize_uint8, resize_rgb,
+                         sam2_pixel_values, sam2_resize, stack_uint8_images)
 
 
 def open_rgb(path: str) -> Image.Image:
@@ -158,8 +157,8 @@ class ImagesToTensor(BaseTransform):
         if results.get('text_only'):
             return results
         images, = require(results, self.key, where='ImagesToTensor')
-        pixel = torch.stack(
-            [image_to_uint8_tensor(im, self.image_size) for im in images])
+        pixel = stack_uint8_images(
+            [resize_rgb(im, self.image_size) for im in images])
         results['pixel_values'] = pixel if self.as_uint8 else \
             normalize_uint8(pixel)
         return results
@@ -186,6 +185,6 @@ class SAM2Input(BaseTransform):
         if isinstance(src, Image.Image):
             results['g_pixel_values'] = sam2_pixel_values(src, self.size)
         else:
-            results['g_pixel_values'] = torch.stack(
-                [sam2_pixel_values(f, self.size) for f in src])
+            results['g_pixel_values'] = stack_uint8_images(
+                [sam2_resize(f, self.size) for f in src])
         return results
