@@ -14,3 +14,7 @@ from .visual_prompt import (DescribeAnythingDataset,  # noqa: F401
 from .refvos import (MeViSDataset, RefYTVOSDataset,  # noqa: F401
                      ReVOSDataset, SAVReferringDataset)
 from .vqa import ChatUniViDataset  # noqa: F401
+from .mask_caption import (DescribeAnythingCaptionDataset,  # noqa: F401
+                           OpenImageSegDataset, RefCOCOCaptionDataset,
+                           SA1BDataset, SAVPairNpzDataset,
+                           SAVPairReleaseDataset)
