@@ -1,6 +1,5 @@
 """Sa2VAModel with real-format checkpoints: an InternVL directory, an official
 SAM2 ``.pt``, a run checkpoint as ``pretrained_pth``; one optimiser step; bf16."""
-import copy
 
 import pytest
 import torch
