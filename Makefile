@@ -23,7 +23,7 @@ sample-data: setup
 	$(PY) tools/make_sample_data.py --out data/sample
 
 demo: setup
-	$(PY) tools/demo.py --work-dir work_dirs/demo --data-root data/smoke
+	$(PY) tools/demo.py --work-dir work_dirs/demo
 
 clean:
 	rm -rf work_dirs build *.egg-info

@@ -46,11 +46,11 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
     dict(type='CosineAnnealingLR', eta_min=2e-4, by_epoch=False, begin=5,
-         end=60)]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=60)
+         end=100)]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=100)
 default_hooks = dict(
     logger=dict(interval=5),
-    checkpoint=dict(interval=30, max_keep_ckpts=1))
+    checkpoint=dict(interval=50, max_keep_ckpts=1))
 custom_hooks = [dict(type='DataStatsHook', interval=20)]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)

@@ -1,14 +1,20 @@
-"""`make demo`: the main job on the embedded default data.
+"""`make demo`: the main job on the embedded default.
 
-Today (before the Sa2VA model lands) this runs the data side end to end:
-it writes a small LLaVA-format data set and the tiny tokenizer, trains the
-wiring config (real data pipeline, collate, sampler, data preprocessor,
-runner, checkpoints) with a toy model for a few iterations, and prints one
-encoded sample with its image blocks collapsed.
+1. writes the sample data of every family in the real on-disk formats
+   (``tools/make_sample_data.py``) and the tiny tokenizer under
+   ``data/sample/`` (skipped when already there);
+2. trains ``configs/sa2va_tiny_demo.py``: a tiny InternVL + tiny SAM2 Sa2VA
+   model with LoRA on the whole data mix, on CPU, into ``work_dirs/demo``;
+3. draws the loss curves (``loss_curves.png``) and, for a few grounding
+   samples, the predicted masks next to the ground truth
+   (``masks_<dataset>.png``) in the run's directory.
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import os
 import os.path as osp
 import sys
 
@@ -16,29 +22,135 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+CONFIG = osp.join(REPO_ROOT, 'configs', 'sa2va_tiny_demo.py')
+LOSS_KEYS = ('loss', 'loss_llm', 'loss_mask', 'loss_dice')
+
+
+def ensure_sample_data(root: str) -> None:
+    from projects.sa2va.sample_data import make_sample_data
+    from projects.sa2va.tokenization import build_tiny_tokenizer
+    if not osp.exists(osp.join(root, 'manifest.json')):
+        print(f'writing sample data to {root}')
+        make_sample_data(root)
+    if not osp.exists(osp.join(root, 'tokenizer', 'tokenizer.json')):
+        build_tiny_tokenizer(osp.join(root, 'tokenizer'))
+
+
+def read_losses(work_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """Logged (window-averaged) losses of the newest run in ``work_dir``."""
+    paths = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                      'scalars.json')))
+    if not paths:
+        raise FileNotFoundError(f'no scalars.json under {work_dir}')
+    curves: dict[str, list] = {k: [] for k in LOSS_KEYS}
+    with open(paths[-1]) as f:
+        for line in f:
+            rec = json.loads(line)
+            for k in LOSS_KEYS:
+                if k in rec:
+                    curves[k].append((rec['step'], rec[k]))
+    return curves
+
+
+def plot_losses(curves: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(LOSS_KEYS), figsize=(4 * len(LOSS_KEYS),
+                                                         3.2))
+    for ax, key in zip(axes, LOSS_KEYS):
+        steps, values = zip(*curves[key]) if curves[key] else ((), ())
+        ax.plot(steps, values, marker='.')
+        ax.set_title(key)
+        ax.set_xlabel('iteration')
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_predictions(runner, out_dir: str,
+                     names=('refcoco', 'gcg_grandf', 'revos')) -> list[str]:
+    """Predicted vs GT masks (teacher-forced [SEG]) for one sample of each
+    named dataset; returns the files written."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from projects.sa2va.datasets import sa2va_collate_fn
+    from projects.sa2va.datasets.inspect import _overlay, leaf_datasets
+    model = runner.model
+    model.eval()
+    pad = runner.cfg.train_dataloader.collate_fn.get('pad_index', 0)
+    written = []
+    for ds in leaf_datasets(runner.train_dataloader.dataset):
+        if ds.dataset_name not in names:
+            continue
+        sample = ds[0]
+        batch = model.data_preprocessor(
+            sa2va_collate_fn([sample], pad_index=pad), False)
+        with torch.no_grad():
+            pred = model(**batch, mode='predict')[0]['pred_masks']
+        gt = sample['masks']
+        g = sample['g_pixel_values']
+        frames = g[None] if g.ndim == 3 else g
+        n_obj, n_frames = pred.shape[:2]
+        cols = min(n_frames, 3)
+        fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 8),
+                                 squeeze=False)
+        for j in range(cols):
+            t = j * (n_frames - 1) // max(cols - 1, 1)
+            image = frames[t].permute(1, 2, 0).numpy()
+            gt_t = gt.reshape(n_obj, n_frames, *gt.shape[-2:])[:, t]
+            axes[0, j].imshow(_overlay(image, gt_t.numpy()))
+            axes[0, j].set_title(f'GT, frame {t}', fontsize=9)
+            axes[1, j].imshow(_overlay(image, pred[:, t].cpu().numpy()
+                                       .astype(np.uint8)))
+            axes[1, j].set_title(f'predicted, frame {t}', fontsize=9)
+            for ax in axes[:, j]:
+                ax.axis('off')
+        fig.suptitle(f'{ds.dataset_name}: {n_obj} objects', fontsize=10)
+        fig.tight_layout()
+        path = osp.join(out_dir, f'masks_{ds.dataset_name}.png')
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--data-root', default='data/smoke')
+    parser.add_argument('--iters', type=int, default=None,
+                        help='training iterations (default: the config)')
     args = parser.parse_args(argv)
-
-    from tests.smoke_data import write_smoke_data
-    write_smoke_data(args.data_root)
+    # the config reads data/sample/ (relative to the working directory)
+    ensure_sample_data('data/sample')
 
     sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
     import train
-    config = osp.join(REPO_ROOT, 'tests', 'configs', 'smoke_train.py')
-    runner = train.main([config, '--work-dir', args.work_dir])
+    cli = [CONFIG, '--work-dir', args.work_dir]
+    if args.iters:
+        cli += ['--cfg-options', f'train_cfg.max_iters={args.iters}',
+                f'param_scheduler.1.end={args.iters}']
+    runner = train.main(cli)
 
-    dataset = runner.train_dataloader.dataset
-    encoder = dataset.pipeline.transforms[3].encoder
-    sample = dataset[1]
-    print('\nOne encoded sample (image blocks collapsed):')
-    print(encoder.decode(sample['input_ids']))
-    print(f'pixel_values: {tuple(sample["pixel_values"].shape)} '
-          f'{sample["pixel_values"].dtype}')
-    print(f'\nLogs and checkpoints: {args.work_dir}')
+    curves = read_losses(args.work_dir)
+    os.makedirs(args.work_dir, exist_ok=True)
+    plot = osp.join(args.work_dir, 'loss_curves.png')
+    plot_losses(curves, plot)
+    pictures = draw_predictions(runner, args.work_dir)
+    print('\nLosses (window averages), first -> last logged:')
+    for key in LOSS_KEYS:
+        if curves[key]:
+            (s0, v0), (s1, v1) = curves[key][0], curves[key][-1]
+            print(f'  {key:10s} iter {s0}: {v0:.3f} -> iter {s1}: {v1:.3f}')
+    print(f'\nloss curves: {plot}')
+    for p in pictures:
+        print(f'masks: {p}')
+    print(f'checkpoints and logs: {args.work_dir}')
 
 
 if __name__ == '__main__':

@@ -56,6 +56,7 @@ def test_collate_mixed_families():
     assert torch.equal(batch['prompt_masks'][0], vp)
     assert len(batch['g_pixel_values']) == 3
     assert batch['frames_per_batch'] == [1, 2]
+    assert batch['grounding_index'] == [2, 3]
     assert [m.shape[0] for m in batch['masks']] == [2, 4]
     assert batch['data_stats'] == {'samples': 2, 'skipped/missing_image': 2}
 

@@ -55,7 +55,8 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
         * ``g_pixel_values``: list of ``(3, S, S) uint8`` (every frame of
           every grounding sample, flattened), ``frames_per_batch``: list of
           frame counts (1 for an image) per grounding sample, ``masks``:
-          list of GT masks, one per grounding sample;
+          list of GT masks, one per grounding sample; ``grounding_index``:
+          the batch row of each grounding sample;
         * ``image1 (B', 3, S, S)``, ``mask1 (B', S, S)`` stacked and
           ``captions`` (list) when samples carry them;
         * ``data_stats``: counters summed over the batch; ``meta``: list.
@@ -126,7 +127,7 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
     batch['prompt_masks'] = prompt_masks
 
     # SAM2 inputs and ground-truth masks.
-    g_pixels, frames_per_batch, masks = [], [], []
+    g_pixels, frames_per_batch, masks, grounding_index = [], [], [], []
     for i, s in enumerate(instances):
         g = s.get('g_pixel_values')
         if g is None:
@@ -137,11 +138,13 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
         frames = [g] if g.ndim == 3 else list(g)
         g_pixels.extend(frames)
         frames_per_batch.append(len(frames))
+        grounding_index.append(i)
         if s.get('masks') is not None:
             masks.append(s['masks'])
     batch['g_pixel_values'] = g_pixels
     batch['frames_per_batch'] = frames_per_batch
     batch['masks'] = masks
+    batch['grounding_index'] = grounding_index
 
     # The owner's mask <-> caption intermediate format.
     with_pair = [s for s in instances if s.get('image1') is not None]
