@@ -1,2 +1,3 @@
 """Engine parts of the plugin: hooks."""
 from .hooks import DataStatsHook  # noqa: F401
+from .ema import CycleEMAHook  # noqa: F401

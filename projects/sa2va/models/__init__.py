@@ -4,3 +4,4 @@ from .sam2 import SAM2Base, build_sam2, normalize_sam2_images  # noqa: F401
 from .data_preprocessor import Sa2VADataPreprocessor  # noqa: F401
 from .losses import MaskBCELoss, MaskDiceLoss  # noqa: F401
 from .sa2va import Sa2VAModel  # noqa: F401
+from .cycle import MaskCaptionCycleModel, MaskCaptionCycleDataPreprocessor  # noqa: F401

@@ -1,0 +1,697 @@
+"""Mask <-> caption cycle training (the owner's EMA pseudo tokens + top-k
+straight-through Gumbel), as a Sa2VA model.
+
+Loop 1 for one batch of B (image 1, region 1, image 2, mask 2) samples::
+
+    EMA teacher (fp32 shadow of the trainable mllm weights, swapped in)
+      prompt_i = template(<img>256 ctx</img>\\n There are 1 part regions ...
+                 region1<vp>K_i ctx</vp>.\\n{instruction})      LEFT-padded
+      greedy, KV cache, stop per sample at the template end (phi3 <|end|>,
+      ChatML <|im_end|>) or EOS, at most T new tokens
+      -> pseudo (B, T) long, lengths (B,) (0 <= len_i <= T; pad after)
+    corruption: ratio of the N = sum(len_i) tokens -> random allowed ids
+    student, teacher-forced on prompt_i + corrupted_i (right-padded)
+      hidden (B, L, D) -> rows at P_i - 1 + t (t < len_i) -> lm_head
+      -> caption logits (N, V)                         (only caption rows)
+    top-k ST Gumbel (k, tau): weights (N, k), forward one-hot
+      -> caption embeds (N, D) = sum_j w_j E[id_j], chunked over k
+    referring question about image 2:
+      prefix(q) + len_i caption slots + suffix(q) + answer(a, [SEG] id)
+      (no post-caption slots: nothing after a caption's end is attended)
+      -> hidden at [SEG] (B, D) -> text_hidden_fcs (B, C) -> SAM2 (image 2)
+      -> low-res logits (B, 1, h, w) vs mask 2
+    loss = 2.0 BCE + 0.5 Dice (point-sampled) + w_seg_llm * CE(answer)
+
+A RefCOCO batch (every sample has a GT ``caption``) takes the same
+question / answer path with the GT caption's token embeddings (standard
+Sa2VA loss: BCE + Dice + ``ref_llm_loss_weight`` * CE).
+
+The EMA teacher is not a second model: frozen weights are the same in
+teacher and student by definition, so only the trainable parameters of
+``mllm`` have an fp32 shadow (buffers ``ema_shadow.*``, saved and resumed
+with the checkpoint); the teacher pass swaps the shadow in and restores the
+student weights afterwards. ``CycleEMAHook`` updates the shadow after every
+optimizer step.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from torch import Tensor, nn
+
+from ..constants import IGNORE_INDEX, SEG_TOKEN
+from ..datasets.refvos import ANSWER_LIST, SEG_QUESTIONS
+from ..registry import FUNCTIONS, MODELS
+from ..transforms.functional import normalize_uint8, visual_prompt_text
+from ..transforms.text import ConversationEncoder, image_block
+from .data_preprocessor import Sa2VADataPreprocessor
+from .gumbel import (allowed_token_ids, corrupt_tokens, mix_embedding_rows,
+                     topk_straight_through)
+from .losses import resize_gt_masks
+from .sa2va import Sa2VAModel
+from .sam2 import normalize_sam2_images
+
+#: The owner's region-description instruction (the Describe Anything SFT
+#: prompt of Sa2VA-4B).
+CAPTION_INSTRUCTION = 'Please generate a detailed description for the given image region.'
+
+_SLOT = '\x00CAPTION\x00'
+_CYCLE_KEYS = ('pixel_values1', 'pixel_values2', 'g_pixel_values1', 'g_pixel_values2',
+               'prompt_masks1', 'prompt_masks2', 'masks1', 'masks2')
+
+
+# --------------------------------------------------------------------- batching
+@FUNCTIONS.register_module()
+def mask_caption_cycle_collate(instances: Sequence[dict]) -> dict:
+    """Stack mask <-> caption samples into one cycle batch.
+
+    Per sample (``MaskCaptionOutputs``): ``pixel_values{1,2} (3, s, s)``
+    float32 normalised or uint8, ``g_pixel_values{1,2} (3, S, S) uint8``,
+    ``prompt_masks{1,2} (16, 16) bool``, ``masks{1,2} (S', S') float32``
+    {0, 1}, ``caption`` (str or None), ``dataset_type`` (str),
+    ``data_stats`` (dict), ``meta`` (dict).
+
+    Returns:
+        dict with every present ``*1`` / ``*2`` key stacked to ``(B, ...)``,
+        ``captions`` (list of B str or None), ``dataset_types`` (list),
+        ``data_stats`` (counters summed), ``meta`` (list).
+
+    Raises:
+        ValueError: empty batch, a sample missing a key another sample has,
+        or shapes / dtypes that differ between samples (named).
+
+    Text is built by the model, so there is nothing to pad here (unlike
+    ``sa2va_collate_fn``).
+    """
+    if not instances:
+        raise ValueError('cannot collate an empty batch')
+    batch: dict = {}
+    for key in _CYCLE_KEYS:
+        have = [i for i, s in enumerate(instances) if s.get(key) is not None]
+        if not have:
+            continue
+        if len(have) != len(instances):
+            missing = sorted(set(range(len(instances))) - set(have))
+            raise ValueError(f'samples {missing} have no {key!r} but samples {have} do')
+        tensors = [torch.as_tensor(s[key]) for s in instances]
+        kinds = {(tuple(t.shape), t.dtype) for t in tensors}
+        if len(kinds) != 1:
+            raise ValueError(f'{key!r} differs between samples: '
+                             f'{[(tuple(t.shape), str(t.dtype)) for t in tensors]}')
+        batch[key] = torch.stack(tensors)
+    batch['captions'] = [s.get('caption') for s in instances]
+    batch['dataset_types'] = [s.get('dataset_type') for s in instances]
+    stats: Dict[str, int] = {}
+    for s in instances:
+        for k, v in (s.get('data_stats') or {}).items():
+            stats[k] = stats.get(k, 0) + int(v)
+    batch['data_stats'] = stats
+    batch['meta'] = [s.get('meta', {}) for s in instances]
+    return batch
+
+
+@MODELS.register_module()
+class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
+    """Device move and image rules of cycle batches.
+
+    ``pixel_values{1,2} (B, 3, s, s)``: uint8 -> /255, ImageNet-normalised
+    (float32), then cast to ``dtype``; float -> cast. ``g_pixel_values{1,2}
+    (B, 3, S, S)`` uint8 -> SAM2-normalised ``sam2_dtype``. Masks and
+    prompt masks are only moved. ``data_stats`` / ``meta`` are dropped.
+    Args as :class:`Sa2VADataPreprocessor`.
+    """
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = dict(data)
+        data.pop('data_stats', None)
+        data.pop('meta', None)
+        data = self.cast_data(data)
+        for key in ('pixel_values1', 'pixel_values2'):
+            if isinstance(data.get(key), Tensor):
+                pixel = data[key]
+                if pixel.dtype == torch.uint8:
+                    pixel = normalize_uint8(pixel, self.mean, self.std)
+                data[key] = pixel.to(self.dtype)
+        for key in ('g_pixel_values1', 'g_pixel_values2'):
+            if isinstance(data.get(key), Tensor):
+                frames = data[key]
+                data[key] = (normalize_sam2_images(frames, self.sam2_dtype)
+                             if frames.dtype == torch.uint8 else frames.to(self.sam2_dtype))
+        return data
+
+
+# ------------------------------------------------------------------------ helpers
+def _global_max(n: int, device) -> int:
+    """``n`` all-reduced with MAX over ranks (``n`` when not distributed)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return int(n)
+    t = torch.tensor([int(n)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _pad_rows(rows: List[List[int]], pad_id: int, length: int, left: bool,
+              device) -> Tuple[Tensor, Tensor]:
+    """``(ids (B, length) long, attention (B, length) long)``."""
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    att = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if left:
+            ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
+            att[i, length - len(r):] = 1
+        else:
+            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            att[i, :len(r)] = 1
+    return ids.to(device), att.to(device)
+
+
+def _positions(att: Tensor) -> Tensor:
+    """Position ids ``(B, L)``: 0.. over real tokens (left or right pad)."""
+    return (att.cumsum(1) - 1).clamp(min=0)
+
+
+# -------------------------------------------------------------------------- model
+@MODELS.register_module()
+class MaskCaptionCycleModel(Sa2VAModel):
+    """Sa2VA trained by the mask -> caption -> mask cycle (loop 1) and the
+    interleaved RefCOCO stream (registered as ``MaskCaptionCycleModel``).
+
+    Args (besides :class:`Sa2VAModel`'s):
+        template: chat template (name or dict, see
+            ``transforms.text.get_template``); its ``SUFFIX`` is the end
+            token sequence the teacher stops at (phi3 ``<|end|>``, ChatML
+            ``<|im_end|>``).
+        caption_instruction: the region-description request.
+        caption_len: T, max pseudo caption tokens (owner: 256).
+        topk: k of the Gumbel mix (owner: 512).
+        gumbel_tau: temperature; ``tau_anneal=(start, end, steps)`` anneals
+            linearly from start to end over the first ``steps`` EMA updates
+            (optimizer steps); None = constant ``gumbel_tau``.
+        topk_chunk: entries of k mixed per step (memory ``(N, chunk, D)``).
+        corrupt_ratio: fraction of teacher tokens replaced (0.25).
+        ema_decay: EMA decay per optimizer step (0.999).
+        seg_llm_loss_weight: CE weight of the ``[SEG]`` answer in loop 1.
+        ref_llm_loss_weight: CE weight of the answer on RefCOCO batches.
+        seg_questions / answers: templates (``{class_name}`` / ``[SEG]``).
+        template_draw: 'batch' (owner: one q / a per batch) or 'sample'.
+        caption_vision_grad: mlp1 gets gradient from the captioning
+            forward too (the owner computes those features without grad).
+        pad_to_global_max: pad sequence lengths to the max over ranks.
+        ref_caption_max_tokens: GT captions longer than this raise.
+    """
+
+    def __init__(self, *args,
+                 template='phi3_chat',
+                 caption_instruction: str = CAPTION_INSTRUCTION,
+                 caption_len: int = 256,
+                 topk: int = 512,
+                 gumbel_tau: float = 0.7,
+                 tau_anneal: Optional[Sequence[float]] = None,
+                 topk_chunk: int = 8,
+                 corrupt_ratio: float = 0.25,
+                 ema_decay: float = 0.999,
+                 seg_llm_loss_weight: float = 1.0,
+                 ref_llm_loss_weight: float = 1.0,
+                 seg_questions: Sequence[str] = SEG_QUESTIONS,
+                 answers: Sequence[str] = ANSWER_LIST,
+                 template_draw: str = 'batch',
+                 caption_vision_grad: bool = True,
+                 pad_to_global_max: bool = True,
+                 ref_caption_max_tokens: int = 256,
+                 data_preprocessor: Optional[dict] = None,
+                 **kwargs):
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='MaskCaptionCycleDataPreprocessor')
+        super().__init__(*args, data_preprocessor=data_preprocessor, **kwargs)
+        if template_draw not in ('batch', 'sample'):
+            raise ValueError(f"template_draw must be 'batch' or 'sample', got {template_draw!r}")
+        if not 0 < ema_decay < 1:
+            raise ValueError(f'ema_decay must be in (0, 1), got {ema_decay}')
+        for q in seg_questions:
+            if q.count('{class_name}') != 1:
+                raise ValueError(f'question template {q!r} needs exactly one {{class_name}}')
+        for a in answers:
+            if a.count(SEG_TOKEN) != 1:
+                raise ValueError(f'answer template {a!r} needs exactly one {SEG_TOKEN}')
+        self.encoder = ConversationEncoder(self.tokenizer, template)
+        suffix = self.encoder.template.get('SUFFIX') or ''
+        self.end_ids = self.encoder.encode_text(suffix)
+        if not self.end_ids:
+            raise ValueError('the chat template has no SUFFIX: the teacher needs an end token')
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                       else self.eos_id)
+        self.caption_instruction = caption_instruction
+        self.caption_len = int(caption_len)
+        self.topk = int(topk)
+        self.gumbel_tau = float(gumbel_tau)
+        self.tau_anneal = tuple(tau_anneal) if tau_anneal is not None else None
+        self.topk_chunk = int(topk_chunk)
+        self.corrupt_ratio = float(corrupt_ratio)
+        self.ema_decay = float(ema_decay)
+        self.seg_llm_loss_weight = float(seg_llm_loss_weight)
+        self.ref_llm_loss_weight = float(ref_llm_loss_weight)
+        self.seg_questions = tuple(seg_questions)
+        self.answers = tuple(answers)
+        self.template_draw = template_draw
+        self.caption_vision_grad = caption_vision_grad
+        self.pad_to_global_max = pad_to_global_max
+        self.ref_caption_max_tokens = int(ref_caption_max_tokens)
+
+        vocab = self.mllm.get_input_embeddings().weight.shape[0]
+        special = set(self.tokenizer.all_special_ids)
+        special |= set(int(i) for i in self.tokenizer.added_tokens_decoder)
+        special |= set(range(len(self.tokenizer), vocab))  # untrained padding rows
+        special |= {self.seg_token_id, self.mllm.img_context_token_id, self.eos_id,
+                    self.pad_id, *self.end_ids}
+        self.register_buffer('special_ids', torch.tensor(sorted(special), dtype=torch.long),
+                             persistent=False)
+        self.register_buffer('allowed_ids', allowed_token_ids(vocab, special),
+                             persistent=False)
+
+        # EMA shadow (fp32) of the trainable mllm parameters.
+        self._ema_names = [f'mllm.{n}' for n, p in self.mllm.named_parameters()
+                           if p.requires_grad]
+        self.ema_shadow = nn.Module()
+        for name in self._ema_names:
+            p = self.get_parameter(name)
+            self.ema_shadow.register_buffer(self._shadow_key(name),
+                                            torch.zeros(p.shape, dtype=torch.float32))
+        # [initialised (0/1), number of updates]
+        self.register_buffer('ema_state', torch.zeros(2, dtype=torch.long))
+        self.last_pseudo_captions: List[str] = []
+
+    # ---------------------------------------------------------------- EMA
+    @staticmethod
+    def _shadow_key(name: str) -> str:
+        return name.replace('.', '__')
+
+    def _shadow(self, name: str) -> Tensor:
+        return getattr(self.ema_shadow, self._shadow_key(name))
+
+    @torch.no_grad()
+    def ema_reset(self) -> None:
+        """Shadow := the current student weights (fp32); counters reset."""
+        for name in self._ema_names:
+            self._shadow(name).copy_(self.get_parameter(name).float())
+        self.ema_state.zero_()
+        self.ema_state[0] = 1
+
+    def _ensure_ema(self) -> None:
+        if int(self.ema_state[0]) == 0:
+            print_log('EMA teacher initialised from the current student weights',
+                      logger='current')
+            self.ema_reset()
+
+    @torch.no_grad()
+    def ema_update(self) -> None:
+        """``shadow <- d * shadow + (1 - d) * student`` in fp32 (call after
+        every optimizer step; ``CycleEMAHook`` does)."""
+        self._ensure_ema()
+        d = self.ema_decay
+        for name in self._ema_names:
+            shadow = self._shadow(name)
+            if shadow.dtype != torch.float32:
+                raise TypeError(f'EMA shadow {name} is {shadow.dtype}; it must stay float32 '
+                                f'(do not cast the whole model)')
+            shadow.mul_(d).add_(self.get_parameter(name).detach().float(), alpha=1.0 - d)
+        self.ema_state[1] += 1
+
+    @contextlib.contextmanager
+    def teacher_weights(self):
+        """Inside: the trainable mllm weights hold the EMA shadow (cast to
+        their dtype) and mllm is in eval mode; restored exactly on exit."""
+        self._ensure_ema()
+        backup = {}
+        was_training = self.mllm.training
+        try:
+            with torch.no_grad():
+                for name in self._ema_names:
+                    p = self.get_parameter(name)
+                    backup[name] = p.detach().clone()
+                    p.copy_(self._shadow(name).to(p.dtype))
+            self.mllm.eval()
+            yield
+        finally:
+            with torch.no_grad():
+                for name, value in backup.items():
+                    self.get_parameter(name).copy_(value)
+            self.mllm.train(was_training)
+
+    def state_dict(self, *args, trainable_only: Optional[bool] = None, **kwargs):
+        """As :meth:`Sa2VAModel.state_dict`, always with the EMA buffers
+        (``ema_shadow.*``, ``ema_state``) so that resume restores the teacher."""
+        out = super().state_dict(*args, trainable_only=trainable_only, **kwargs)
+        prefix = kwargs.get('prefix', args[1] if len(args) > 1 else '')
+        full = nn.Module.state_dict(self, prefix=prefix)
+        for k, v in full.items():
+            if k.startswith((prefix + 'ema_shadow.', prefix + 'ema_state')):
+                out[k] = v
+        return out
+
+    @property
+    def current_tau(self) -> float:
+        """The Gumbel temperature at the current optimizer step."""
+        if self.tau_anneal is None:
+            return self.gumbel_tau
+        start, end, steps = self.tau_anneal
+        frac = min(1.0, int(self.ema_state[1]) / max(1.0, float(steps)))
+        return float(start + (end - start) * frac)
+
+    # ---------------------------------------------------------- pieces
+    def _llm_body(self) -> nn.Module:
+        """The decoder stack (embeddings in, last normed hidden state out)."""
+        llm = self.mllm.language_model
+        if hasattr(llm, 'get_base_model'):
+            llm = llm.get_base_model()
+        return llm.model
+
+    def _lm_head(self, hidden: Tensor) -> Tensor:
+        """``(N, D) -> (N, V)`` logits in the lm_head's dtype."""
+        head = self.mllm.get_output_embeddings()
+        weight = (head.weight if head is not None
+                  else self.mllm.get_input_embeddings().weight)
+        return F.linear(hidden.to(weight.dtype), weight,
+                        getattr(head, 'bias', None) if head is not None else None)
+
+    def _maybe_global(self, n: int, device) -> int:
+        return _global_max(n, device) if self.pad_to_global_max else int(n)
+
+    def caption_prompt_ids(self, k: int) -> List[int]:
+        """Ids of the region-description prompt with a ``K = k`` token
+        visual prompt (one 448 tile), ending with the assistant header."""
+        user = (image_block(1, self.mllm.num_image_token) + '\n'
+                + visual_prompt_text([int(k)], compact=True) + self.caption_instruction)
+        text = self.encoder.template['INSTRUCTION'].format(input=user, round=1)
+        return list(self.encoder.bos_ids) + self.encoder.encode_text(text)
+
+    def seg_pieces(self, question: str, answer: str) -> Tuple[List[int], List[int], List[int]]:
+        """``(prefix, suffix, answer)`` ids of a referring question about one
+        448 tile, split at the ``{class_name}`` slot; the answer holds the
+        ``[SEG]`` id (inserted as an id) and ends with the template suffix."""
+        user = (image_block(1, self.mllm.num_image_token) + '\n'
+                + question.replace('{class_name}', _SLOT))
+        text = self.encoder.template['INSTRUCTION'].format(input=user, round=1)
+        before, after = text.split(_SLOT)
+        a_pre, a_post = answer.split(SEG_TOKEN)
+        a_post = a_post + (self.encoder.template.get('SUFFIX') or '')
+        answer_ids = (self.encoder.encode_text(a_pre) + [self.seg_token_id]
+                      + self.encoder.encode_text(a_post))
+        return (list(self.encoder.bos_ids) + self.encoder.encode_text(before),
+                self.encoder.encode_text(after), answer_ids)
+
+    def _draw_templates(self, n: int) -> List[Tuple[str, str]]:
+        if self.template_draw == 'batch':
+            q = self.seg_questions[int(torch.randint(len(self.seg_questions), ()))]
+            a = self.answers[int(torch.randint(len(self.answers), ()))]
+            return [(q, a)] * n
+        return [(self.seg_questions[int(torch.randint(len(self.seg_questions), ()))],
+                 self.answers[int(torch.randint(len(self.answers), ()))]) for _ in range(n)]
+
+    def _vp_inputs(self, pixel_values: Tensor, prompt_masks: Tensor):
+        b = pixel_values.shape[0]
+        flags = torch.ones(b, dtype=torch.long, device=pixel_values.device)
+        vp = torch.ones(b, dtype=torch.bool, device=pixel_values.device)
+        return flags, vp, [m[None].bool() for m in prompt_masks]
+
+    # ------------------------------------------------------- step 1: teacher
+    @torch.no_grad()
+    def generate_pseudo_captions(self, pixel_values1: Tensor, prompt_masks1: Tensor,
+                                 max_new_tokens: Optional[int] = None
+                                 ) -> Dict[str, Tensor]:
+        """Greedy EMA-teacher captions of (image 1, region 1).
+
+        Args:
+            pixel_values1: ``(B, 3, 448, 448)`` normalised float.
+            prompt_masks1: ``(B, 16, 16)`` bool / {0, 1}; K_i = its count
+                (0 allowed: ``<vp></vp>``).
+            max_new_tokens: T (default ``caption_len``).
+
+        Returns:
+            dict with ``tokens (B, T) long`` (pad id after each caption),
+            ``lengths (B,) long`` (caption tokens, the end token excluded),
+            ``stopped (B,) bool`` (ended by the end token or EOS before T),
+            ``counts (B,) long`` (K_i).
+
+        Raises:
+            ValueError: every caption of the batch is empty (all padding).
+        """
+        t_max = int(max_new_tokens or self.caption_len)
+        counts = (prompt_masks1 != 0).flatten(1).sum(1)
+        rows = [self.caption_prompt_ids(int(k)) for k in counts.tolist()]
+        device = pixel_values1.device
+        length = self._maybe_global(max(len(r) for r in rows), device)
+        ids, att = _pad_rows(rows, self.pad_id, length, left=True, device=device)
+        with self.teacher_weights():
+            flags, vp, pm = self._vp_inputs(pixel_values1, prompt_masks1)
+            embeds = self.mllm.build_inputs_embeds(ids, pixel_values1, flags, vp, pm)
+            tokens, lengths, stopped = self._greedy(embeds, att, t_max)
+        if int(lengths.sum()) == 0:
+            raise ValueError(f'the EMA teacher wrote an empty caption for all {len(rows)} '
+                             f'samples of the batch (K = {counts.tolist()}): pseudo tokens '
+                             f'are all padding')
+        return dict(tokens=tokens, lengths=lengths, stopped=stopped, counts=counts)
+
+    def _greedy(self, embeds: Tensor, att: Tensor, t_max: int
+                ) -> Tuple[Tensor, Tensor, Tensor]:
+        """KV-cached greedy decoding from left-padded ``embeds (B, P, D)``;
+        a sample stops at the end sequence or EOS, the rest is padding."""
+        from transformers import DynamicCache
+        body = self._llm_body()
+        emb_layer = self.mllm.get_input_embeddings()
+        b, device = embeds.shape[0], embeds.device
+        pos = _positions(att)
+        cache = DynamicCache()
+        out = body(inputs_embeds=embeds, attention_mask=att, position_ids=pos,
+                   past_key_values=cache, use_cache=True)
+        hidden = out.last_hidden_state[:, -1]
+        next_pos = pos[:, -1:] + 1
+        gen = torch.full((b, t_max), self.pad_id, dtype=torch.long, device=device)
+        lengths = torch.full((b,), t_max, dtype=torch.long, device=device)
+        finished = torch.zeros(b, dtype=torch.bool, device=device)
+        end = torch.tensor(self.end_ids, dtype=torch.long, device=device)
+        n_end = end.numel()
+        for t in range(t_max):
+            nxt = self._lm_head(hidden).argmax(-1)
+            gen[:, t] = torch.where(finished, gen[:, t], nxt)
+            hit_eos = nxt == self.eos_id
+            hit_end = torch.zeros_like(finished)
+            if t + 1 >= n_end:
+                hit_end = (gen[:, t + 1 - n_end:t + 1] == end).all(1)
+            new = ~finished & (hit_eos | hit_end)
+            lengths = torch.where(new & hit_end, torch.full_like(lengths, t + 1 - n_end),
+                                  lengths)
+            lengths = torch.where(new & hit_eos & ~hit_end, torch.full_like(lengths, t),
+                                  lengths)
+            finished = finished | new
+            if bool(finished.all()) or t == t_max - 1:
+                break
+            att = torch.cat([att, att.new_ones(b, 1)], 1)
+            out = body(inputs_embeds=emb_layer(nxt[:, None]), attention_mask=att,
+                       position_ids=next_pos, past_key_values=cache, use_cache=True)
+            hidden = out.last_hidden_state[:, -1]
+            next_pos = next_pos + 1
+        keep = torch.arange(t_max, device=device)[None] < lengths[:, None]
+        return torch.where(keep, gen, torch.full_like(gen, self.pad_id)), lengths, finished
+
+    # ------------------------------------------- step 2-4: student + Gumbel
+    def caption_logits(self, pixel_values1: Tensor, prompt_masks1: Tensor,
+                       tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Teacher-forced student logits at the caption positions only.
+
+        Args:
+            pixel_values1, prompt_masks1: as :meth:`generate_pseudo_captions`.
+            tokens: ``(B, T)`` long (corrupted) caption ids; lengths ``(B,)``.
+
+        Returns:
+            ``(N, V)`` logits in the lm_head dtype, N = ``lengths.sum()``,
+            rows ordered by (sample, position); row (i, t) is predicted from
+            the prompt and tokens ``0..t-1`` of sample i.
+        """
+        counts = (prompt_masks1 != 0).flatten(1).sum(1).tolist()
+        lens = [int(n) for n in lengths.tolist()]
+        prompts = [self.caption_prompt_ids(k) for k in counts]
+        rows = [p + tokens[i, :n].tolist() for i, (p, n) in enumerate(zip(prompts, lens))]
+        device = pixel_values1.device
+        length = self._maybe_global(max(len(r) for r in rows), device)
+        ids, att = _pad_rows(rows, self.pad_id, length, left=False, device=device)
+        flags, vp, pm = self._vp_inputs(pixel_values1, prompt_masks1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.caption_vision_grad):
+            vit = self.mllm.extract_feature(pixel_values1)
+        embeds = self._merge(ids, vit, flags, vp, pm)
+        hidden = self._llm_body()(inputs_embeds=embeds, attention_mask=att,
+                                  position_ids=_positions(att)).last_hidden_state
+        r_idx = torch.tensor([i for i, n in enumerate(lens) for _ in range(n)],
+                             dtype=torch.long, device=device)
+        c_idx = torch.tensor([len(prompts[i]) - 1 + t for i, n in enumerate(lens)
+                              for t in range(n)], dtype=torch.long, device=device)
+        return self._lm_head(hidden[r_idx, c_idx])
+
+    def _merge(self, ids, vit, flags, vp, pm) -> Tensor:
+        from .internvl.visual_prompt import merge_vision_embeddings
+        embeds = self.mllm.get_input_embeddings()(ids)
+        return merge_vision_embeddings(embeds, ids, vit, flags, self.mllm.img_context_token_id,
+                                       vp, pm)
+
+    def gumbel_caption_embeds(self, logits: Tensor, noise: Optional[Tensor] = None
+                              ) -> Tuple[Tensor, Tensor]:
+        """``(N, V)`` logits -> ``(caption embeds (N, D), hard ids (N,))`` by
+        the top-k straight-through Gumbel mix over the frozen input
+        embedding (special ids excluded)."""
+        weights, top_ids, hard = topk_straight_through(
+            logits, self.topk, self.current_tau, self.special_ids, noise=noise)
+        table = self.mllm.get_input_embeddings().weight
+        return mix_embedding_rows(weights, top_ids, table, self.topk_chunk), hard
+
+    # ------------------------------------------------ step 5: caption -> mask
+    def segment_with_caption(self, caption_embeds: Tensor, lengths: Tensor,
+                             pixel_values2: Tensor, g_pixel_values2: Tensor,
+                             masks2: Tensor, llm_loss_weight: float
+                             ) -> Tuple[Dict[str, Tensor], Tensor]:
+        """Referring segmentation of image 2 with caption embeddings in the
+        ``{class_name}`` slot.
+
+        Args:
+            caption_embeds: ``(N, D)``, rows by (sample, position).
+            lengths: ``(B,)`` caption lengths (sum N).
+            pixel_values2: ``(B, 3, 448, 448)``; g_pixel_values2 ``(B, 3, S,
+                S)`` SAM2-normalised float (or uint8); masks2 ``(B, H, W)``.
+            llm_loss_weight: factor of the answer CE.
+
+        Returns:
+            ``(losses {loss_mask, loss_dice, loss_llm}, pred (B, h, w)
+            low-res logits)``.
+        """
+        b, device = pixel_values2.shape[0], pixel_values2.device
+        lens = [int(n) for n in lengths.tolist()]
+        if caption_embeds.shape[0] != sum(lens):
+            raise ValueError(f'{caption_embeds.shape[0]} caption rows for lengths {lens}')
+        rows, slots, labels = [], [], []
+        for i, (q, a) in enumerate(self._draw_templates(b)):
+            pre, suf, ans = self.seg_pieces(q, a)
+            row = pre + [self.pad_id] * lens[i] + suf + ans
+            rows.append(row)
+            slots.append((len(pre), lens[i]))
+            labels.append(len(row) - len(ans))
+        length = self._maybe_global(max(len(r) for r in rows), device)
+        ids, att = _pad_rows(rows, self.pad_id, length, left=False, device=device)
+        slot = torch.zeros_like(att, dtype=torch.bool)
+        lab = torch.full_like(ids, IGNORE_INDEX)
+        for i, ((s, n), a0) in enumerate(zip(slots, labels)):
+            slot[i, s:s + n] = True
+            lab[i, a0:len(rows[i])] = ids[i, a0:len(rows[i])]
+        vit = self.mllm.extract_feature(pixel_values2)
+        flags = torch.ones(b, dtype=torch.long, device=device)
+        embeds = self._merge(ids, vit, flags, None, None)
+        embeds = embeds.masked_scatter(slot[..., None], caption_embeds.to(embeds.dtype))
+        hidden = self._llm_body()(inputs_embeds=embeds, attention_mask=att,
+                                  position_ids=_positions(att)).last_hidden_state
+        seg = ids == self.seg_token_id
+        per_row = seg.sum(1).tolist()
+        if per_row != [1] * b:
+            raise ValueError(f'each row needs exactly one {SEG_TOKEN}, got {per_row}')
+        fcs_dtype = self.text_hidden_fcs[0].weight.dtype
+        prompts = self.text_hidden_fcs(hidden[seg].to(fcs_dtype))
+        images = self._sam2_images(g_pixel_values2)
+        pred = self._language_masks(images, prompts, torch.arange(b, device=images.device))
+        gt = resize_gt_masks(masks2, self.low_res_size).to(pred.device)
+        losses = self._mask_losses(pred[:, 0], gt)
+        r, c = torch.nonzero(lab != IGNORE_INDEX, as_tuple=True)
+        logits = self._lm_head(hidden[r, c - 1]).float()
+        losses['loss_llm'] = F.cross_entropy(logits, ids[r, c]) * llm_loss_weight
+        return losses, pred[:, 0]
+
+    # --------------------------------------------------------------- forward
+    def forward(self, mode: str = 'loss', captions: Optional[Sequence] = None,
+                dataset_types: Optional[Sequence[str]] = None,
+                data_samples=None, **batch):
+        """Loss of one cycle batch (``mode='loss'`` only).
+
+        Args:
+            captions: B entries; all None -> loop 1 (pseudo captions), all
+                str -> the RefCOCO stream (GT captions). Mixed raises.
+            **batch: ``pixel_values{1,2}``, ``g_pixel_values2``,
+                ``prompt_masks1``, ``masks2`` (see the collate); other
+                ``*1`` / ``*2`` keys are accepted and unused.
+
+        Returns:
+            dict of losses (``loss_mask``, ``loss_dice``, ``loss_seg_llm`` for
+            loop 1; ``loss_ref_mask``, ``loss_ref_dice``, ``loss_ref_llm`` for
+            RefCOCO) and float monitors (``cap_len``, ``cap_eos_rate``,
+            ``k0_rate``, ``corrupt_rate``, ``gumbel_tau``, ``ema_decay``).
+        """
+        if mode != 'loss':
+            raise NotImplementedError(f'MaskCaptionCycleModel supports mode="loss" only, '
+                                      f'got {mode!r}')
+        unknown = set(batch) - set(_CYCLE_KEYS)
+        if unknown:
+            raise TypeError(f'unexpected batch keys {sorted(unknown)}')
+        captions = list(captions or [None] * batch['pixel_values2'].shape[0])
+        with_text = [c is not None for c in captions]
+        if any(with_text) and not all(with_text):
+            raise ValueError(f'batch mixes GT-caption samples {with_text}: RefCOCO and '
+                             f'pseudo samples must come in separate batches')
+        if all(with_text):
+            return self._refcoco_loss(captions, batch)
+        return self._loop1_loss(batch)[0]
+
+    def _refcoco_loss(self, captions: Sequence[str], batch: dict) -> Dict[str, Tensor]:
+        ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in captions]
+        long = [i for i, x in enumerate(ids) if len(x) > self.ref_caption_max_tokens]
+        if long:
+            raise ValueError(f'GT captions of samples {long} exceed ref_caption_max_tokens '
+                             f'({self.ref_caption_max_tokens})')
+        if any(len(x) == 0 for x in ids):
+            raise ValueError(f'empty GT caption in samples '
+                             f'{[i for i, x in enumerate(ids) if not x]}')
+        device = batch['pixel_values2'].device
+        flat = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)
+        embeds = self.mllm.get_input_embeddings()(flat)
+        lengths = torch.tensor([len(x) for x in ids], device=device)
+        losses, _ = self.segment_with_caption(
+            embeds, lengths, batch['pixel_values2'], batch['g_pixel_values2'],
+            batch['masks2'], self.ref_llm_loss_weight)
+        return {'loss_ref_mask': losses['loss_mask'], 'loss_ref_dice': losses['loss_dice'],
+                'loss_ref_llm': losses['loss_llm']}
+
+    def _loop1_loss(self, batch: dict, detach_caption: bool = False,
+                    noise: Optional[Tensor] = None
+                    ) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """Loop 1 losses and the intermediates (``pseudo``, ``corrupted``,
+        ``lengths``, ``logits (N, V)``, ``caption_embeds``, ``hard_ids``,
+        ``pred``). ``detach_caption`` cuts the graph between the Gumbel
+        embeddings and the segmentation forward (ablation / tests)."""
+        pv1, pm1 = batch['pixel_values1'], batch['prompt_masks1']
+        teacher = self.generate_pseudo_captions(pv1, pm1)
+        tokens, lengths = teacher['tokens'], teacher['lengths']
+        valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]
+        corrupted, chosen = corrupt_tokens(tokens, valid, self.corrupt_ratio,
+                                           self.allowed_ids)
+        logits = self.caption_logits(pv1, pm1, corrupted, lengths)
+        cap_embeds, hard = self.gumbel_caption_embeds(logits, noise)
+        if detach_caption:
+            cap_embeds = cap_embeds.detach()
+        losses, pred = self.segment_with_caption(
+            cap_embeds, lengths, batch['pixel_values2'], batch['g_pixel_values2'],
+            batch['masks2'], self.seg_llm_loss_weight)
+        n_valid = max(1, int(valid.sum()))
+        ref = losses['loss_mask']
+        out = {'loss_mask': losses['loss_mask'], 'loss_dice': losses['loss_dice'],
+               'loss_seg_llm': losses['loss_llm'],
+               'cap_len': lengths.float().mean(),
+               'cap_eos_rate': teacher['stopped'].float().mean(),
+               'k0_rate': (teacher['counts'] == 0).float().mean(),
+               'corrupt_rate': chosen.sum().float() / n_valid,
+               'gumbel_tau': ref.new_tensor(self.current_tau).detach(),
+               'ema_decay': ref.new_tensor(self.ema_decay).detach()}
+        self.last_pseudo_captions = [
+            self.tokenizer.decode(tokens[i, :int(n)].tolist(), skip_special_tokens=False)
+            for i, n in enumerate(lengths.tolist())]
+        inter = dict(pseudo=tokens, corrupted=corrupted, lengths=lengths, logits=logits,
+                     caption_embeds=cap_embeds, hard_ids=hard, pred=pred)
+        return out, inter
