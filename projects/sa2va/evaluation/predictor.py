@@ -169,6 +169,9 @@ class Sa2VAPredictor:
             checkpoint: a training checkpoint (``.pth``, trainable-only or
                 full, or ``.safetensors``) loaded with
                 ``Sa2VAModel.load_pretrained``; None keeps the built weights.
+                The model is built after seeding with ``randomness.seed``
+                as the runner does, so weights neither in files nor in a
+                trainable-only checkpoint match the training run's.
             device: torch device of the model.
             **overrides: predictor arguments (``template``, ``sampled_frames``
                 ...) that win over the config.
@@ -181,6 +184,14 @@ class Sa2VAPredictor:
         settings = cls.settings_from_config(cfg)
         settings.update(overrides)
         model_cfg = cfg.model.copy()
+        seed = (cfg.get('randomness') or {}).get('seed')
+        if seed is not None:
+            # the runner seeds before building: frozen weights that are not
+            # loaded from files (tiny configs) come out the same as in
+            # training, so a trainable-only checkpoint completes them
+            from mmengine.runner import set_random_seed
+            set_random_seed(seed, deterministic=cfg.randomness.get(
+                'deterministic', False))
         with DefaultScope.overwrite_default_scope('sa2va'):
             model = MODELS.build(model_cfg)
         if checkpoint:
