@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from ..constants import IGNORE_INDEX, SEG_TOKEN
 from ..datasets.refvos import ANSWER_LIST, SEG_QUESTIONS
-from ..registry import FUNCTIONS, MODELS
+from ..registry import DATA_SAMPLERS, FUNCTIONS, MODELS
 from ..transforms.functional import normalize_uint8, visual_prompt_text
 from ..transforms.text import ConversationEncoder, image_block
 from .data_preprocessor import Sa2VADataPreprocessor
@@ -142,6 +142,106 @@ class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
                 data[key] = (normalize_sam2_images(frames, self.sam2_dtype)
                              if frames.dtype == torch.uint8 else frames.to(self.sam2_dtype))
         return data
+
+
+def interleave_kinds(n_pseudo: int, n_ref: int) -> List[str]:
+    """The owner's per-epoch schedule: one RefCOCO batch first, the other
+    ``n_ref - 1`` inserted before pseudo batch ``floor((j + 1) * n_pseudo /
+    n_ref)`` (j = 0 .. n_ref - 2), i.e. evenly. Returns ``'r'`` / ``'p'`` per
+    batch (``n_pseudo + n_ref`` entries)."""
+    if n_ref <= 0:
+        return ['p'] * n_pseudo
+    before = [0] * (n_pseudo + 1)
+    for j in range(n_ref - 1):
+        before[(j + 1) * n_pseudo // n_ref] += 1
+    kinds = ['r']
+    for i in range(n_pseudo):
+        kinds += ['r'] * before[i] + ['p']
+    return kinds + ['r'] * before[n_pseudo]
+
+
+@DATA_SAMPLERS.register_module()
+class CycleInterleaveSampler(torch.utils.data.Sampler):
+    """Index order for ``MixedDataset([pseudo_mix, refcoco])``: homogeneous
+    blocks of ``batch_size`` indices (one block = one batch), RefCOCO blocks
+    interleaved evenly with one first (:func:`interleave_kinds`).
+
+    Every rank gets its own shard of both parts but the same sequence of
+    batch kinds (counts come from the global sizes), so collectives in the
+    model line up. Deterministic given ``seed`` and the epoch
+    (``set_epoch``); resuming mmengine's loops replays the same order.
+
+    Args:
+        dataset: a ``MixedDataset`` whose last ``ref_datasets`` parts are
+            the RefCOCO stream, or any dataset with ``cumulative_sizes``
+            ``[P, P + R]``.
+        batch_size: the dataloader's batch size (blocks are this long).
+        refcoco_ratio: RefCOCO batches per pseudo batch; None = one pass
+            over the RefCOCO shard per epoch (the owner). A ratio asking for
+            more batches than the shard holds cycles through new permutations.
+        shuffle: permute each part per epoch.
+        seed: base seed (None = mmengine's synced random seed).
+    """
+
+    def __init__(self, dataset, batch_size: int, refcoco_ratio: Optional[float] = None,
+                 shuffle: bool = True, seed: Optional[int] = None, ref_datasets: int = 1):
+        from mmengine.dist import get_dist_info, sync_random_seed
+        if hasattr(dataset, '_which'):      # MixedDataset: parts in order
+            counts = torch.bincount(torch.as_tensor(dataset._which, dtype=torch.long),
+                                    minlength=len(dataset.datasets)).tolist()
+            sizes = [sum(counts[:-ref_datasets]), sum(counts)]
+        else:
+            sizes = list(getattr(dataset, 'cumulative_sizes', []))
+        if len(sizes) != 2 or not 0 < ref_datasets:
+            raise ValueError('CycleInterleaveSampler needs a MixedDataset whose last '
+                             '`ref_datasets` parts are RefCOCO, or a dataset with 2 '
+                             f'cumulative_sizes (pseudo, refcoco); got sizes {sizes}')
+        self.n_pseudo_samples, self.n_ref_samples = sizes[0], sizes[1] - sizes[0]
+        self.batch_size = int(batch_size)
+        self.rank, self.world = get_dist_info()
+        self.shuffle = shuffle
+        self.seed = sync_random_seed() if seed is None else int(seed)
+        self.epoch = 0
+        self.n_p = self.n_pseudo_samples // self.world // self.batch_size
+        ref_batches = self.n_ref_samples // self.world // self.batch_size
+        if refcoco_ratio is None:
+            self.n_r = ref_batches
+        else:
+            self.n_r = max(1, round(float(refcoco_ratio) * self.n_p))
+        if self.n_p == 0:
+            raise ValueError(f'{self.n_pseudo_samples} pseudo samples give no batch of '
+                             f'{self.batch_size} per rank ({self.world} ranks)')
+        if self.n_r and self.n_ref_samples < self.world * self.batch_size:
+            raise ValueError(f'{self.n_ref_samples} RefCOCO samples give no batch of '
+                             f'{self.batch_size} per rank')
+        self.kinds = interleave_kinds(self.n_p, self.n_r)
+
+    def _order(self, n: int, count: int, offset: int, g: torch.Generator) -> List[int]:
+        """``count`` indices of this rank's shard of a part, cycling epochs
+        of permutations when more are needed."""
+        out: List[int] = []
+        while len(out) < count:
+            perm = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+            shard = perm[self.rank::self.world][:n // self.world]
+            out += (shard + offset).tolist()
+        return out[:count]
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        bs = self.batch_size
+        pseudo = iter(self._order(self.n_pseudo_samples, self.n_p * bs, 0, g))
+        ref = iter(self._order(self.n_ref_samples, self.n_r * bs, self.n_pseudo_samples, g)
+                   if self.n_r else [])
+        for kind in self.kinds:
+            source = ref if kind == 'r' else pseudo
+            for _ in range(bs):
+                yield next(source)
+
+    def __len__(self) -> int:
+        return len(self.kinds) * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
 
 # ------------------------------------------------------------------------ helpers

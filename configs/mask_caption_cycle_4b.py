@@ -1,0 +1,75 @@
+# The owner's main mask <-> caption run ("len256_bs16_topk512_lr4e-5_acc2_
+# savALL_sa1b2500_oi200k", mask-caption-cycle.md section 6): InternVL2.5-4B +
+# SAM2 hiera-L from a Sa2VA-4B checkpoint, loop 1 (EMA teacher T = 256,
+# corruption 0.25, top-k 512 ST Gumbel tau 0.7) + the RefCOCO stream
+# interleaved evenly (one RefCOCO batch first), 16 per GPU x accumulate 2,
+# AdamW lr 4e-5 constant, EMA 0.999.
+# Precision: LLM weights bf16 as the owner (no fp32 master weights), the EMA
+# shadow fp32 (a bf16 EMA at 0.999 would not move). For fp32 master weights
+# set model.mllm.torch_dtype='float32' (AMP autocasts the forward to bf16).
+_base_ = [
+    './_base_/default_runtime.py',
+    './_base_/models/sa2va_4b.py',
+    './_base_/datasets/mask_caption.py',
+]
+custom_imports = dict(imports=['projects.sa2va.models.cycle', 'projects.sa2va.engine.ema'],
+                      allow_failed_imports=False)
+
+batch_size = 16
+accumulative_counts = 2
+lr = 4e-5
+warmup_iters = 0          # the owner: none; > 0 adds a linear warm-up
+max_epochs = 2
+
+model = dict(
+    type='MaskCaptionCycleModel',
+    # Sa2VA-4B (HF) converted to the xtuner .pth key space (Sa2VA v1 layout)
+    pretrained_pth='./pretrained/sa2va_4b_from_hf.pth',
+    train_new_token_rows=False,
+    train_lm_head=False,
+    template='phi3_chat',
+    caption_len=256,
+    topk=512,
+    gumbel_tau=0.7,
+    tau_anneal=None,
+    topk_chunk=8,
+    corrupt_ratio=0.25,
+    ema_decay=0.999,
+    seg_llm_loss_weight=1.0,
+    ref_llm_loss_weight=1.0,
+    template_draw='batch',
+    caption_vision_grad=True,
+    pad_to_global_max=True,
+    data_preprocessor=dict(type='MaskCaptionCycleDataPreprocessor', dtype='bfloat16',
+                           sam2_dtype='float32'))
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=4,
+    persistent_workers=True,
+    prefetch_factor=1,
+    pin_memory=False,
+    sampler=dict(type='CycleInterleaveSampler', batch_size=batch_size,
+                 refcoco_ratio=None, shuffle=True),
+    collate_fn=dict(type='sa2va.mask_caption_cycle_collate'),
+    # loop-1 mix (the owner's caps) + the RefCOCO stream as the last part
+    dataset=dict(
+        type='MixedDataset',
+        datasets=[{{_base_.mc_mix_savALL_sa1b2500_oi200k}},
+                  dict(type='MixedDataset', datasets=[{{_base_.mc_refcoco_stream}}])]))
+
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    dtype='bfloat16',
+    optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
+    clip_grad=dict(max_norm=1.0, error_if_nonfinite=False),
+    accumulative_counts=accumulative_counts)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
+         end=max(1, warmup_iters)),
+    dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=max(1, warmup_iters))]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=2))
+custom_hooks = [dict(type='DataStatsHook', interval=50),
+                dict(type='CycleEMAHook', caption_log_interval=50)]
+randomness = dict(seed=42)
