@@ -12,9 +12,6 @@ _base_ = [
     './_base_/models/sa2va_4b.py',
     './_base_/datasets/mask_caption.py',
 ]
-custom_imports = dict(imports=['projects.sa2va.models.cycle', 'projects.sa2va.engine.ema'],
-                      allow_failed_imports=False)
-
 batch_size = 16
 accumulative_counts = 2
 lr = 4e-5

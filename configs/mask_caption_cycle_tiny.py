@@ -6,9 +6,6 @@ _base_ = [
     './_base_/models/mask_caption_cycle_tiny.py',
     './_base_/datasets/mask_caption.py',
 ]
-custom_imports = dict(imports=['projects.sa2va.models.cycle', 'projects.sa2va.engine.ema'],
-                      allow_failed_imports=False)
-
 sample_root = 'data/sample/'
 batch_size = 2
 model = dict(tokenizer=sample_root + 'tokenizer')

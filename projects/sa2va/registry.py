@@ -17,19 +17,21 @@ from mmengine.registry import Registry
 SCOPE = 'sa2va'
 
 
-def _child(name: str, location: str | None = None) -> Registry:
+def _child(name: str, *locations: str) -> Registry:
     parent = getattr(mmengine_registry, name)
     return Registry(parent.name, parent=parent, scope=SCOPE,
-                    locations=[location] if location else [])
+                    locations=list(locations))
 
 
 DATASETS = _child('DATASETS', 'projects.sa2va.datasets')
-DATA_SAMPLERS = _child('DATA_SAMPLERS', 'projects.sa2va.datasets')
+DATA_SAMPLERS = _child('DATA_SAMPLERS', 'projects.sa2va.datasets',
+                       'projects.sa2va.models')
 TRANSFORMS = _child('TRANSFORMS', 'projects.sa2va.transforms')
 # Collate functions and other plain functions a config names by string
 # (``collate_fn=dict(type='sa2va.sa2va_collate_fn')``: mmengine looks
 # functions up without the default scope, so keep the ``sa2va.`` prefix).
-FUNCTIONS = _child('FUNCTIONS', 'projects.sa2va.datasets')
+FUNCTIONS = _child('FUNCTIONS', 'projects.sa2va.datasets',
+                   'projects.sa2va.models')
 MODELS = _child('MODELS', 'projects.sa2va.models')
 HOOKS = _child('HOOKS', 'projects.sa2va.engine')
 METRICS = _child('METRICS', 'projects.sa2va.evaluation')

@@ -153,10 +153,15 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
         batch['mask1'] = torch.stack([s['mask1'] for s in with_pair])
         batch['captions'] = [s.get('caption') for s in with_pair]
 
+    batch.update(collate_bookkeeping(instances))
+    return batch
+
+
+def collate_bookkeeping(instances: Sequence[dict]) -> dict:
+    """``data_stats`` summed over the samples and ``meta`` as a list: the
+    part of every collate function that is not model input."""
     stats: dict[str, int] = {}
     for s in instances:
         for k, v in (s.get('data_stats') or {}).items():
             stats[k] = stats.get(k, 0) + int(v)
-    batch['data_stats'] = stats
-    batch['meta'] = [s.get('meta', {}) for s in instances]
-    return batch
+    return dict(data_stats=stats, meta=[s.get('meta', {}) for s in instances])

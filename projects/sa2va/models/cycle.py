@@ -44,6 +44,7 @@ from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from ..constants import IGNORE_INDEX, SEG_TOKEN
+from ..datasets.collate import collate_bookkeeping
 from ..datasets.refvos import ANSWER_LIST, SEG_QUESTIONS
 from ..registry import DATA_SAMPLERS, FUNCTIONS, MODELS
 from ..transforms.functional import normalize_uint8, visual_prompt_text
@@ -105,12 +106,7 @@ def mask_caption_cycle_collate(instances: Sequence[dict]) -> dict:
         batch[key] = torch.stack(tensors)
     batch['captions'] = [s.get('caption') for s in instances]
     batch['dataset_types'] = [s.get('dataset_type') for s in instances]
-    stats: Dict[str, int] = {}
-    for s in instances:
-        for k, v in (s.get('data_stats') or {}).items():
-            stats[k] = stats.get(k, 0) + int(v)
-    batch['data_stats'] = stats
-    batch['meta'] = [s.get('meta', {}) for s in instances]
+    batch.update(collate_bookkeeping(instances))
     return batch
 
 
