@@ -68,7 +68,8 @@ from ..transforms.functional import (decode_mask, mask_caption_item,
                                      normalize_uint8, pixel_values_from_image,
                                      pool_prompt_masks,
                                      repair_empty_prompt_masks,
-                                     sam2_pixel_values, stack_uint8_images)
+                                     resize_mask_nearest, sam2_pixel_values,
+                                     stack_uint8_images)
 from ..transforms.loading import open_rgb
 from .base import Sa2VABaseDataset, estimate_text_tokens
 from .refseg import RefCOCODataset
@@ -97,20 +98,10 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 # ---------------------------------------------------------------------------
 def nearest_mask(mask: np.ndarray, size: int = SAM2_IMAGE_SIZE
                  ) -> torch.Tensor:
-    """The owner's 1024 GT mask: binarise, PIL NEAREST resize to ``(size,
-    size)``. The same operation as ``mask1`` of
-    :func:`~projects.sa2va.transforms.functional.mask_caption_item`
-    (a test checks they are equal).
-
-    Args:
-        mask: ``(H, W)`` array, non-zero = object.
-
-    Returns:
-        ``(size, size) float32`` in {0, 1}.
-    """
-    binary = Image.fromarray((np.asarray(mask) != 0).astype(np.uint8))
-    out = np.asarray(binary.resize((size, size), Image.NEAREST))
-    return torch.from_numpy(out.astype(np.float32))
+    """The owner's 1024 GT mask (``(size, size) float32`` {0, 1}): the
+    seed's rule :func:`~projects.sa2va.transforms.functional.
+    resize_mask_nearest`, the same as ``mask1`` of ``mask_caption_item``."""
+    return resize_mask_nearest(mask, size)
 
 
 def vision_pixel_values(image: Image.Image, interpolation: str = 'bilinear',

@@ -29,6 +29,7 @@ __all__ = [
     'find_closest_grid', 'dynamic_tiles', 'sam2_pixel_values', 'decode_mask',
     'rle_counts_from_string', 'pool_prompt_masks', 'repair_empty_prompt_masks',
     'region_token_counts', 'visual_prompt_text', 'mask_caption_item',
+    'resize_mask_nearest',
     'derive_mask_caption_batch'
 ]
 
@@ -543,6 +544,21 @@ def _mask_to_array(mask) -> np.ndarray:
     return mask
 
 
+def resize_mask_nearest(mask, size: int = SAM2_IMAGE_SIZE) -> torch.Tensor:
+    """A GT mask at ``(size, size)``: binarise, PIL NEAREST resize.
+
+    Args:
+        mask: ``(H, W)`` array / tensor / PIL image, non-zero = object (0/1,
+            0/255 or bool; an 8-bit mask is never divided by 255).
+
+    Returns:
+        ``(size, size) float32`` in {0, 1}.
+    """
+    binary = Image.fromarray((_mask_to_array(mask) != 0).astype(np.uint8))
+    out = np.asarray(binary.resize((size, size), Image.NEAREST))
+    return torch.from_numpy(out.astype(np.float32))
+
+
 def mask_caption_item(image: Image.Image, mask, caption: str | None = None,
                       size: int = SAM2_IMAGE_SIZE) -> dict:
     """One sample of the owner's mask <-> caption data ("option A").
@@ -570,11 +586,7 @@ def mask_caption_item(image: Image.Image, mask, caption: str | None = None,
     image1 = TF.normalize(
         TF.to_tensor(image.resize((size, size), Image.BILINEAR)),
         IMAGENET_MEAN, IMAGENET_STD)
-    binary = Image.fromarray((array != 0).astype(np.uint8))
-    mask1 = torch.from_numpy(
-        np.asarray(binary.resize((size, size), Image.NEAREST)).copy()
-    ).to(torch.float32)
-    return dict(image1=image1, mask1=mask1,
+    return dict(image1=image1, mask1=resize_mask_nearest(array, size),
                 g_pixel_values=sam2_pixel_values(image, size),
                 caption=caption)
 
