@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     'numpy>=1.24',
     'pillow>=10.0',
     'matplotlib>=3.7',
+    'opencv-python>=4.8',   # video decoding, boundary F-measure
+    'psutil>=5.9',          # benchmarks: memory of the process tree
 ]
 
 EXTRAS_REQUIRE = {

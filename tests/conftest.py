@@ -34,3 +34,17 @@ def tiny_tokenizer(tiny_tokenizer_dir):
     tok = load_tokenizer(tiny_tokenizer_dir)
     add_special_tokens(tok)
     return tok
+
+
+@pytest.fixture(scope='session')
+def sample_cwd(tmp_path_factory) -> Path:
+    """A working directory holding ``data/sample/`` (every family, written by
+    the sample-data generator) and ``data/sample/tokenizer``, as the tiny
+    configs expect. Shared by the whole session: tests write their outputs
+    into their own sub-folders of it."""
+    from projects.sa2va.sample_data import make_sample_data
+    from projects.sa2va.tokenization import build_tiny_tokenizer
+    cwd = tmp_path_factory.mktemp('sample_cwd')
+    make_sample_data(cwd / 'data' / 'sample')
+    build_tiny_tokenizer(cwd / 'data' / 'sample' / 'tokenizer')
+    return cwd

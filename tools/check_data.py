@@ -54,9 +54,13 @@ def main(argv=None) -> int:
         print(f'{r.name:36s} {r.records:8d} {r.checked:8d} {r.ok:8d}  '
               f'{problems or "-"}')
     for r in reports:
-        if r.stats:
+        # counters per sample: e.g. prompt_k0_1 (regions that vanish on the
+        # 16 x 16 grid), prompt_mask_repaired, turns_dropped
+        counts = {k: v for k, v in sorted(r.stats.items()) if k != 'samples'}
+        if counts:
             print(f'\n{r.name}: ' + ', '.join(
-                f'{k}={v}' for k, v in sorted(r.stats.items())))
+                f'{k}={v} ({v / max(r.ok, 1):.1%} of samples)'
+                for k, v in counts.items()))
         if r.errors:
             failed = True
             print(f'\n{r.name}: first bad records:')

@@ -16,16 +16,6 @@ CONFIG = str(REPO / 'configs' / 'sa2va_tiny_demo.py')
 sys.path.insert(0, str(REPO / 'tools'))
 
 
-@pytest.fixture(scope='module')
-def sample_cwd(tmp_path_factory):
-    from projects.sa2va.sample_data import make_sample_data
-    from projects.sa2va.tokenization import build_tiny_tokenizer
-    cwd = tmp_path_factory.mktemp('evalcwd')
-    make_sample_data(cwd / 'data' / 'sample')
-    build_tiny_tokenizer(cwd / 'data' / 'sample' / 'tokenizer')
-    return cwd
-
-
 def test_predict_image_region_and_video(sample_cwd, monkeypatch):
     import predict
     monkeypatch.chdir(sample_cwd)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,17 +39,6 @@ def test_sa2va_4b_recipe():
                                            lora_dropout=0.05)
     assert [s.type for s in cfg.param_scheduler] == ['LinearLR',
                                                      'CosineAnnealingLR']
-
-
-@pytest.fixture(scope='module')
-def sample_cwd(tmp_path_factory):
-    """A working directory holding data/sample/ as the demo config wants."""
-    from projects.sa2va.sample_data import make_sample_data
-    from projects.sa2va.tokenization import build_tiny_tokenizer
-    cwd = tmp_path_factory.mktemp('demo_cwd')
-    make_sample_data(cwd / 'data' / 'sample')
-    build_tiny_tokenizer(cwd / 'data' / 'sample' / 'tokenizer')
-    return cwd
 
 
 def test_tiny_demo_checks_every_dataset(sample_cwd, monkeypatch, capsys):
