@@ -1,12 +1,16 @@
 """Train a Sa2VA model from a config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--launcher none|pytorch|slurm]
-                          [--resume [CKPT]] [--seed N] [--cfg-options k=v ...]
+                          [--resume [CKPT]] [--seed N] [--strategy NAME]
+                          [--cfg-options k=v ...]
 
 Single GPU / CPU: ``python tools/train.py configs/sa2va_4b.py``.
 Several GPUs: ``torchrun --nproc_per_node=8 tools/train.py CONFIG --launcher
-pytorch``. A config with a ``strategy`` (DeepSpeed, FSDP) runs with mmengine's
-FlexibleRunner, otherwise with the Runner.
+pytorch`` (DDP). ``--strategy deepspeed_zero2`` / ``fsdp`` (a file of
+``configs/_base_/strategies/``, or a path) or a ``strategy`` in the config
+runs with mmengine's FlexibleRunner (CUDA only); otherwise the runner is
+``Sa2VARunner`` (weights-only, strict, atomic checkpoints; resume positions
+the sampler and restores the random state), or the config's ``runner_type``.
 """
 from __future__ import annotations
 
@@ -37,6 +41,10 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
                                                'mpi'], default='none',
                         help='job launcher (torchrun: pytorch)')
+    parser.add_argument('--strategy', default=None,
+                        help='DeepSpeed / FSDP strategy: a name in '
+                        'configs/_base_/strategies/ (deepspeed_zero2, fsdp) '
+                        'or a config file with a `strategy`')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. '
                         'train_dataloader.batch_size=4')
@@ -69,6 +77,12 @@ def build_config(args):
     if args.seed is not None:
         cfg.setdefault('randomness', {})
         cfg.randomness['seed'] = args.seed
+    strategy = getattr(args, 'strategy', None)
+    if strategy is not None or cfg.get('strategy') is not None:
+        from projects.sa2va.engine import apply_strategy, load_strategy
+        _, notes = apply_strategy(
+            cfg, load_strategy(strategy) if strategy else None)
+        cfg.strategy_notes = notes
     return cfg
 
 
@@ -77,11 +91,22 @@ def main(argv=None):
     import projects.sa2va  # noqa: F401  (registers the sa2va scope)
     cfg = build_config(args)
     if cfg.get('strategy') is not None:
+        from mmengine.logging import print_log
         from mmengine.runner import FlexibleRunner
+
+        from projects.sa2va.engine import check_strategy_device
+        check_strategy_device(cfg.strategy)
+        notes = cfg.pop('strategy_notes', None)
         runner = FlexibleRunner.from_cfg(cfg)
+        if notes:
+            print_log(f'strategy {cfg.strategy["type"]}: from the experiment '
+                      f'{", ".join(notes)}', logger='current')
+    elif cfg.get('runner_type') is not None:
+        from mmengine.registry import RUNNERS
+        runner = RUNNERS.build(cfg)
     else:
-        from mmengine.runner import Runner
-        runner = Runner.from_cfg(cfg)
+        from projects.sa2va.engine import Sa2VARunner
+        runner = Sa2VARunner.from_cfg(cfg)
     runner.train()
     return runner
 

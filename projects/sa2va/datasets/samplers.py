@@ -89,6 +89,11 @@ class LengthGroupedSampler(Sampler):
             number of full batches.
         group_by_length: ``False`` gives a plain seeded shuffle (for
             comparisons).
+
+    Resume: ``set_start(k)`` makes the current epoch's iteration begin at
+    this rank's ``k``-th index (what a run that stopped after ``k`` samples
+    per rank would see next) without producing the skipped ones;
+    ``set_epoch`` starts the new epoch from its beginning.
     """
 
     def __init__(self, dataset: Sized, per_device_batch_size: int,
@@ -98,6 +103,7 @@ class LengthGroupedSampler(Sampler):
         self.dataset = dataset
         self.seed = sync_random_seed() if seed is None else int(seed)
         self.epoch = 0
+        self.start = 0
         self.round_up = round_up
         self.group_by_length = group_by_length
         self.lengths = get_modality_lengths(dataset)
@@ -127,11 +133,23 @@ class LengthGroupedSampler(Sampler):
             reps = math.ceil(self.total_size / len(order))
             order = np.tile(order, reps)[:self.total_size]
         mine = order[self.rank:self.total_size:self.world_size]
-        return iter(mine.tolist())
+        return iter(mine[self.start:].tolist())
 
     def __len__(self) -> int:
-        return self.num_samples
+        """Indices the next ``__iter__`` yields (``num_samples - start``)."""
+        return self.num_samples - self.start
 
     def set_epoch(self, epoch: int) -> None:
-        """A new order per epoch (called by mmengine's loops)."""
+        """A new order per epoch (called by mmengine's loops); resets the
+        start position to 0."""
         self.epoch = epoch
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Begin this epoch at this rank's index ``start`` (``0 <= start <=
+        num_samples``; a multiple of the batch size for whole batches)."""
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f'start {start} outside [0, {self.num_samples}] '
+                             f'for a sampler of {self.num_samples} samples '
+                             f'per rank')
+        self.start = int(start)

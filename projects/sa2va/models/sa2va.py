@@ -273,6 +273,45 @@ class Sa2VAModel(BaseModel):
         keep = {prefix + n for n, p in self.named_parameters() if p.requires_grad}
         return type(full)((k, v) for k, v in full.items() if k in keep)
 
+    def complete_state_dict(self, state: Dict[str, Tensor], source: str = 'checkpoint'
+                            ) -> Dict[str, Tensor]:
+        """A full state dict from a run checkpoint's (trainable-only) one.
+
+        The check is strict on what a run trains: every key of ``state``
+        must be a key of the model and every parameter that requires grad
+        must be in ``state``. Keys the checkpoint leaves out (the frozen
+        weights, rebuilt from the config's checkpoints or seeded init) are
+        filled with the model's current tensors (no copy), so that a loader
+        reports nothing missing.
+
+        Args:
+            state: ``{key: tensor}`` without a wrapper prefix (``module.``).
+            source: the file's name for the error message.
+
+        Returns:
+            ``{key: tensor}`` with every key of ``state_dict(trainable_only=
+            False)``; values from ``state`` where given.
+
+        Raises:
+            ValueError: naming unknown keys and missing trainable keys.
+        """
+        full = super().state_dict(keep_vars=True)
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        unknown = sorted(k for k in state if k not in full)
+        missing = sorted(trainable.difference(state))
+        if unknown or missing:
+            raise ValueError(
+                f'{source} does not match this Sa2VAModel: unknown keys '
+                f'({len(unknown)}) {unknown[:10]}; trainable keys missing '
+                f'({len(missing)}) {missing[:10]} (is it from a run with the '
+                f'same LoRA / trainable settings?)')
+        out = type(state)() if isinstance(state, dict) else {}
+        for key, value in full.items():
+            out[key] = state[key] if key in state else value.detach()
+        if hasattr(state, '_metadata'):
+            out._metadata = state._metadata
+        return out
+
     def load_pretrained(self, path: str,
                         revise_keys: Sequence[Tuple[str, str]] = SA2VA_V1_REVISE_KEYS
                         ) -> List[str]:
