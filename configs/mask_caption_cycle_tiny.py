@@ -10,8 +10,14 @@ sample_root = 'data/sample/'
 batch_size = 2
 model = dict(tokenizer=sample_root + 'tokenizer')
 
-_tiny_data = dict(data_root_prefix=('./data/', sample_root),
-                  pipeline_overrides=dict(MaskCaptionOutputs=dict(sam2_size=256)))
+tiny_data = dict(data_root_prefix=('./data/', sample_root),
+                 pipeline_overrides=dict(MaskCaptionOutputs=dict(sam2_size=256)))
+# the loader's parts, named for the dual-loop variant
+cycle_pseudo_part = dict(type='MixedDataset',
+                         datasets=[{{_base_.mc_sav_npz}}, {{_base_.mc_sa1b}},
+                                   {{_base_.mc_openimage}}], **tiny_data)
+cycle_ref_part = dict(type='MixedDataset', datasets=[{{_base_.mc_refcoco_stream}}],
+                      **tiny_data)
 train_dataloader = dict(
     batch_size=batch_size,
     num_workers=0,
@@ -20,13 +26,7 @@ train_dataloader = dict(
     sampler=dict(type='CycleInterleaveSampler', batch_size=batch_size,
                  refcoco_ratio=0.25, shuffle=True, seed=0),
     collate_fn=dict(type='sa2va.mask_caption_cycle_collate'),
-    dataset=dict(
-        type='MixedDataset',
-        datasets=[dict(type='MixedDataset',
-                       datasets=[{{_base_.mc_sav_npz}}, {{_base_.mc_sa1b}},
-                                 {{_base_.mc_openimage}}], **_tiny_data),
-                  dict(type='MixedDataset', datasets=[{{_base_.mc_refcoco_stream}}],
-                       **_tiny_data)]))
+    dataset=dict(type='MixedDataset', datasets=[cycle_pseudo_part, cycle_ref_part]))
 
 optim_wrapper = dict(
     type='OptimWrapper',

@@ -41,12 +41,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
+from mmengine.optim import OptimWrapper
 from torch import Tensor, nn
 
 from ..constants import IGNORE_INDEX, SEG_TOKEN
 from ..datasets.collate import collate_bookkeeping
 from ..datasets.refvos import ANSWER_LIST, SEG_QUESTIONS
-from ..registry import DATA_SAMPLERS, FUNCTIONS, MODELS
+from ..registry import DATA_SAMPLERS, FUNCTIONS, MODELS, OPTIM_WRAPPERS
 from ..transforms.functional import normalize_uint8, visual_prompt_text
 from ..transforms.text import ConversationEncoder, image_block
 from .data_preprocessor import Sa2VADataPreprocessor
@@ -79,17 +80,36 @@ def mask_caption_cycle_collate(instances: Sequence[dict]) -> dict:
     Returns:
         dict with every present ``*1`` / ``*2`` key stacked to ``(B, ...)``,
         ``captions`` (list of B str or None), ``dataset_types`` (list),
-        ``data_stats`` (counters summed), ``meta`` (list).
+        ``data_stats`` (counters summed), ``meta`` (list). Dual loop:
+        samples whose ``dataset_type`` starts with ``dam_`` (the Describe
+        Anything part, :class:`CycleInterleaveSampler` with ``dam_datasets``)
+        are stacked the same way into ``batch['dam']``; the rest form the
+        batch.
 
     Raises:
-        ValueError: empty batch, a sample missing a key another sample has,
-        or shapes / dtypes that differ between samples (named).
+        ValueError: empty batch, a batch of Describe Anything samples only,
+        a sample missing a key another sample has, or shapes / dtypes that
+        differ between samples (named).
 
     Text is built by the model, so there is nothing to pad here (unlike
     ``sa2va_collate_fn``).
     """
     if not instances:
         raise ValueError('cannot collate an empty batch')
+    dam = [s for s in instances if str(s.get('dataset_type') or '').startswith('dam_')]
+    if dam:
+        main = [s for s in instances if not str(s.get('dataset_type') or '').startswith('dam_')]
+        if not main:
+            raise ValueError(f'a batch of {len(dam)} Describe Anything samples only: the '
+                             f'dual-loop loader batch must hold the step batch + the dam '
+                             f'batch (batch_size = 2 x the sampler\'s)')
+        batch = _stack_cycle(main)
+        batch['dam'] = _stack_cycle(dam)
+        return batch
+    return _stack_cycle(instances)
+
+
+def _stack_cycle(instances: Sequence[dict]) -> dict:
     batch: dict = {}
     for key in _CYCLE_KEYS:
         have = [i for i, s in enumerate(instances) if s.get(key) is not None]
@@ -123,6 +143,8 @@ class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
 
     def forward(self, data: dict, training: bool = False) -> dict:
         data = dict(data)
+        if isinstance(data.get('dam'), dict):
+            data['dam'] = self.forward(data['dam'], training)
         data.pop('data_stats', None)
         data.pop('meta', None)
         data = self.cast_data(data)
@@ -177,22 +199,37 @@ class CycleInterleaveSampler(torch.utils.data.Sampler):
             more batches than the shard holds cycles through new permutations.
         shuffle: permute each part per epoch.
         seed: base seed (None = mmengine's synced random seed).
+        ref_datasets: how many parts (after the pseudo ones) are RefCOCO.
+        dam_datasets: dual loop: the last this many parts are Describe
+            Anything; every block is then followed by ``batch_size`` indices
+            of this rank's DAM shard (cycling through new permutations), so
+            the dataloader's batch size must be ``2 * batch_size`` (the
+            collate splits them into ``batch['dam']``).
     """
 
     def __init__(self, dataset, batch_size: int, refcoco_ratio: Optional[float] = None,
-                 shuffle: bool = True, seed: Optional[int] = None, ref_datasets: int = 1):
+                 shuffle: bool = True, seed: Optional[int] = None, ref_datasets: int = 1,
+                 dam_datasets: int = 0):
         from mmengine.dist import get_dist_info, sync_random_seed
+        n_tail = ref_datasets + dam_datasets
         if hasattr(dataset, '_which'):      # MixedDataset: parts in order
             counts = torch.bincount(torch.as_tensor(dataset._which, dtype=torch.long),
                                     minlength=len(dataset.datasets)).tolist()
-            sizes = [sum(counts[:-ref_datasets]), sum(counts)]
+            sizes = [sum(counts[:-n_tail]), sum(counts[:len(counts) - dam_datasets])]
+            sizes += [sum(counts)] if dam_datasets else []
         else:
             sizes = list(getattr(dataset, 'cumulative_sizes', []))
-        if len(sizes) != 2 or not 0 < ref_datasets:
+        if (len(sizes) != 2 + bool(dam_datasets) or not 0 < ref_datasets
+                or dam_datasets < 0):
             raise ValueError('CycleInterleaveSampler needs a MixedDataset whose last '
-                             '`ref_datasets` parts are RefCOCO, or a dataset with 2 '
-                             f'cumulative_sizes (pseudo, refcoco); got sizes {sizes}')
+                             '`ref_datasets` (+ `dam_datasets`) parts are RefCOCO (+ '
+                             'Describe Anything), or a dataset with cumulative_sizes '
+                             f'(pseudo, refcoco[, dam]); got sizes {sizes}')
         self.n_pseudo_samples, self.n_ref_samples = sizes[0], sizes[1] - sizes[0]
+        self.n_dam_samples = sizes[2] - sizes[1] if dam_datasets else 0
+        if dam_datasets and self.n_dam_samples < get_dist_info()[1]:
+            raise ValueError(f'{self.n_dam_samples} Describe Anything samples: fewer than '
+                             f'one per rank')
         self.batch_size = int(batch_size)
         self.rank, self.world = get_dist_info()
         self.shuffle = shuffle
@@ -228,13 +265,19 @@ class CycleInterleaveSampler(torch.utils.data.Sampler):
         pseudo = iter(self._order(self.n_pseudo_samples, self.n_p * bs, 0, g))
         ref = iter(self._order(self.n_ref_samples, self.n_r * bs, self.n_pseudo_samples, g)
                    if self.n_r else [])
+        dam = iter(self._order(self.n_dam_samples, len(self.kinds) * bs,
+                               self.n_pseudo_samples + self.n_ref_samples, g)
+                   if self.n_dam_samples else [])
         for kind in self.kinds:
             source = ref if kind == 'r' else pseudo
             for _ in range(bs):
                 yield next(source)
+            if self.n_dam_samples:
+                for _ in range(bs):
+                    yield next(dam)
 
     def __len__(self) -> int:
-        return len(self.kinds) * self.batch_size
+        return len(self.kinds) * self.batch_size * (2 if self.n_dam_samples else 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -299,6 +342,13 @@ class MaskCaptionCycleModel(Sa2VAModel):
             forward too (the owner computes those features without grad).
         pad_to_global_max: pad sequence lengths to the max over ranks.
         ref_caption_max_tokens: GT captions longer than this raise.
+        dual_loop: None (loop 1 only) or a dict enabling the Describe
+            Anything loop 2 on the ``dam`` sub-batch of every step:
+            ``caption_len`` (T2, GT captions truncated to it; default
+            ``caption_len``), ``seg_llm_loss_weight`` (w_segA, 1.0),
+            ``grid_threshold`` (0.5). The two losses are combined by
+            :class:`GradSurgeryOptimWrapper` (``parse_losses`` returns the
+            pair), see :meth:`_loop2_loss`.
     """
 
     def __init__(self, *args,
@@ -319,6 +369,7 @@ class MaskCaptionCycleModel(Sa2VAModel):
                  caption_vision_grad: bool = True,
                  pad_to_global_max: bool = True,
                  ref_caption_max_tokens: int = 256,
+                 dual_loop: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  **kwargs):
         if data_preprocessor is None:
@@ -358,6 +409,15 @@ class MaskCaptionCycleModel(Sa2VAModel):
         self.caption_vision_grad = caption_vision_grad
         self.pad_to_global_max = pad_to_global_max
         self.ref_caption_max_tokens = int(ref_caption_max_tokens)
+        self.dual_loop = None
+        if dual_loop is not None:
+            unknown = set(dual_loop) - {'caption_len', 'seg_llm_loss_weight', 'grid_threshold'}
+            if unknown:
+                raise ValueError(f'unknown dual_loop keys {sorted(unknown)}')
+            self.dual_loop = dict(caption_len=int(dual_loop.get('caption_len', caption_len)),
+                                  seg_llm_loss_weight=float(
+                                      dual_loop.get('seg_llm_loss_weight', 1.0)),
+                                  grid_threshold=float(dual_loop.get('grid_threshold', 0.5)))
 
         vocab = self.mllm.get_input_embeddings().weight.shape[0]
         special = set(self.tokenizer.all_special_ids)
@@ -705,7 +765,7 @@ class MaskCaptionCycleModel(Sa2VAModel):
     # --------------------------------------------------------------- forward
     def forward(self, mode: str = 'loss', captions: Optional[Sequence] = None,
                 dataset_types: Optional[Sequence[str]] = None,
-                data_samples=None, **batch):
+                data_samples=None, dam: Optional[dict] = None, **batch):
         """Loss of one cycle batch (``mode='loss'`` only).
 
         Args:
@@ -732,9 +792,77 @@ class MaskCaptionCycleModel(Sa2VAModel):
         if any(with_text) and not all(with_text):
             raise ValueError(f'batch mixes GT-caption samples {with_text}: RefCOCO and '
                              f'pseudo samples must come in separate batches')
+        if (dam is not None) != (self.dual_loop is not None):
+            raise ValueError('a `dam` sub-batch comes with dual_loop and only with it '
+                             f'(dual_loop={self.dual_loop}, dam given: {dam is not None})')
         if all(with_text):
-            return self._refcoco_loss(captions, batch)
-        return self._loop1_loss(batch)[0]
+            out = self._refcoco_loss(captions, batch)
+        else:
+            out = self._loop1_loss(batch)[0]
+        if dam is not None:
+            out.update(self._loop2_loss(dam))
+        return out
+
+    #: loss keys of loop 2 (the second gradient of the dual loop)
+    LOOP2_KEYS = ('loss_dam_ce', 'loss_dam_seg_llm')
+
+    def parse_losses(self, losses: Dict[str, Tensor]):
+        """mmengine's ``parse_losses``; with ``dual_loop`` the parsed loss
+        is the pair ``(L1, L2)`` (L2 = the :attr:`LOOP2_KEYS` terms) for
+        :class:`GradSurgeryOptimWrapper`, and ``loss_loop1`` / ``loss_loop2``
+        are logged besides ``loss`` = L1 + L2."""
+        total, log_vars = super().parse_losses(losses)
+        if self.dual_loop is None:
+            return total, log_vars
+        l2 = sum(v.mean() for k, v in losses.items() if k in self.LOOP2_KEYS)
+        l1 = sum(v.mean() for k, v in losses.items()
+                 if 'loss' in k and k not in self.LOOP2_KEYS)
+        log_vars['loss_loop1'] = l1.detach()
+        log_vars['loss_loop2'] = l2.detach()
+        return (l1, l2), log_vars
+
+    def _loop2_loss(self, dam: dict) -> Dict[str, Tensor]:
+        """Describe Anything loop 2 on one ``dam`` sub-batch (B2 samples with
+        GT ``captions``, ``pixel_values1`` / ``g_pixel_values1`` / ``masks1``).
+
+        GT caption ids (truncated to T2) -> frozen embeddings -> referring
+        question on the image -> predicted mask (B2, h, w) and the answer CE
+        L_segA; mask -> sigmoid -> 16 x 16 average pool -> > threshold (no
+        gradient) -> region prompt (K = cells, empty grids kept) -> teacher-
+        forced CE of the GT caption ids plus the template end token (no pad
+        targets, unlike v2). Returns ``loss_dam_ce``, ``loss_dam_seg_llm``
+        (weighted) and the monitor ``dam_k0_rate``."""
+        cfg = self.dual_loop
+        captions = dam.get('captions') or []
+        if not captions or any(not isinstance(c, str) or not c for c in captions):
+            raise ValueError(f'every dam sample needs a GT caption, got {captions!r}')
+        ids = [self.tokenizer.encode(c, add_special_tokens=False)[:cfg['caption_len']]
+               for c in captions]
+        empty = [i for i, x in enumerate(ids) if not x]
+        if empty:
+            raise ValueError(f'dam samples {empty} have captions with no tokens')
+        device = dam['pixel_values1'].device
+        flat = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)
+        embeds = self.mllm.get_input_embeddings()(flat).detach()
+        lengths = torch.tensor([len(x) for x in ids], device=device)
+        seg, pred = self.segment_with_caption(
+            embeds, lengths, dam['pixel_values1'], dam['g_pixel_values1'], dam['masks1'], 1.0)
+        with torch.no_grad():
+            grid = F.adaptive_avg_pool2d(pred.float().sigmoid()[:, None], (16, 16))[:, 0]
+            grid = grid > cfg['grid_threshold']
+        targets = [x + list(self.end_ids) for x in ids]
+        t_len = max(len(x) for x in targets)
+        tokens = torch.full((len(targets), t_len), self.pad_id, dtype=torch.long)
+        for i, x in enumerate(targets):
+            tokens[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+        tokens = tokens.to(device)
+        t_lengths = torch.tensor([len(x) for x in targets], device=device)
+        logits = self.caption_logits(dam['pixel_values1'], grid, tokens, t_lengths)
+        valid = torch.arange(t_len, device=device)[None] < t_lengths[:, None]
+        ce = F.cross_entropy(logits.float(), tokens[valid])
+        return {'loss_dam_ce': ce,
+                'loss_dam_seg_llm': seg['loss_llm'] * cfg['seg_llm_loss_weight'],
+                'dam_k0_rate': (grid.flatten(1).sum(1) == 0).float().mean()}
 
     def _refcoco_loss(self, captions: Sequence[str], batch: dict) -> Dict[str, Tensor]:
         ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in captions]
@@ -791,3 +919,127 @@ class MaskCaptionCycleModel(Sa2VAModel):
         inter = dict(pseudo=tokens, corrupted=corrupted, lengths=lengths, logits=logits,
                      caption_embeds=cap_embeds, hard_ids=hard, pred=pred)
         return out, inter
+
+
+# ----------------------------------------------------------- dual loop: surgery
+def combine_gradients(g1: Sequence[Optional[Tensor]], g2: Sequence[Optional[Tensor]],
+                      rule: str = 'owner', beta: float = 0.5
+                      ) -> Tuple[List[Optional[Tensor]], Dict[str, float]]:
+    """Combine the loop-1 and loop-2 gradients of the same parameters.
+
+    The scalars are taken over the concatenation of all parameters (None =
+    zeros): ``dot = <g1, g2>``, ``c = dot / |g1|^2`` (0 when ``|g1| = 0``).
+    ``rule='owner'``: ``g = g1 + beta * (g2 - c g1)`` always (the owner's
+    v2: loop 2 projected orthogonal to loop 1 even when they agree);
+    ``'pcgrad'``: the projection only when ``dot < 0``; ``'sum'``:
+    ``g = g1 + beta * g2``.
+
+    Args:
+        g1, g2: one entry per parameter, float tensors of the parameter's
+            shape or None (no gradient from that loss).
+        rule: 'owner', 'pcgrad' or 'sum'.
+        beta: weight of the (projected) loop-2 gradient.
+
+    Returns:
+        (``g`` list (None where both are None), stats ``{'dot', 'cos',
+        'c'}`` as floats, ``c`` the projection coefficient applied).
+    """
+    if rule not in ('owner', 'pcgrad', 'sum'):
+        raise ValueError(f"rule must be 'owner', 'pcgrad' or 'sum', got {rule!r}")
+    if len(g1) != len(g2):
+        raise ValueError(f'{len(g1)} loop-1 gradients vs {len(g2)} loop-2 gradients')
+    pairs = [(a, b) for a, b in zip(g1, g2) if a is not None or b is not None]
+    if not pairs:
+        return [None] * len(g1), dict(dot=0.0, cos=0.0, c=0.0)
+    ref = next(a if a is not None else b for a, b in pairs)
+    zero = ref.new_zeros((), dtype=torch.float64)
+    dot, n1, n2 = zero.clone(), zero.clone(), zero.clone()
+    for a, b in pairs:
+        if a is not None:
+            n1 += a.double().pow(2).sum()
+        if b is not None:
+            n2 += b.double().pow(2).sum()
+        if a is not None and b is not None:
+            dot += (a.double() * b.double()).sum()
+    c = float(dot / n1) if float(n1) > 0 else 0.0
+    if rule == 'sum' or (rule == 'pcgrad' and float(dot) >= 0):
+        c = 0.0
+    out: List[Optional[Tensor]] = []
+    for a, b in zip(g1, g2):
+        if a is None and b is None:
+            out.append(None)
+            continue
+        g = (a.clone() * (1.0 - beta * c)) if a is not None else torch.zeros_like(b)
+        if b is not None:
+            g = g + beta * b
+        out.append(g)
+    denom = float((n1 * n2).sqrt())
+    return out, dict(dot=float(dot), cos=float(dot) / denom if denom > 0 else 0.0, c=c)
+
+
+@OPTIM_WRAPPERS.register_module()
+class GradSurgeryOptimWrapper(OptimWrapper):
+    """The dual loop's optimizer wrapper: ``update_params((L1, L2))``.
+
+    Per micro-step: ``g1 = dL1/dθ`` and ``g2 = dL2/dθ`` by two
+    ``torch.autograd.grad`` calls over the trainable parameters of the
+    optimizer (the model's forward ran under ``no_sync``, so DDP does not
+    reduce), each averaged over ranks by one ``all_reduce`` of the flattened
+    gradients; :func:`combine_gradients` (``rule``, ``beta``) on those
+    all-reduced gradients (identical on every rank); the result, divided by
+    the accumulation factor, is added to ``.grad``. On an update step:
+    clip (``clip_grad``), optimizer step, zero. Logs ``train/dual_cos``,
+    ``train/dual_dot``, ``train/dual_c``.
+
+    Args (besides :class:`mmengine.optim.OptimWrapper`'s):
+        rule: 'owner' (always project, v2), 'pcgrad' or 'sum'.
+        beta: weight of the loop-2 gradient (0.5).
+    """
+
+    def __init__(self, *args, rule: str = 'owner', beta: float = 0.5, **kwargs):
+        super().__init__(*args, **kwargs)
+        combine_gradients([], [], rule, beta)        # validates the rule
+        self.rule, self.beta = rule, float(beta)
+
+    @contextlib.contextmanager
+    def optim_context(self, model: nn.Module):
+        """DDP never reduces by itself here (the wrapper all-reduces)."""
+        with (model.no_sync() if hasattr(model, 'no_sync') else contextlib.nullcontext()):
+            yield
+
+    @staticmethod
+    def _all_reduce_mean(grads: List[Tensor]) -> List[Tensor]:
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return grads
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        out, i = [], 0
+        for g in grads:
+            out.append(flat[i:i + g.numel()].view_as(g))
+            i += g.numel()
+        return out
+
+    def update_params(self, loss, step_kwargs: Optional[Dict] = None,
+                      zero_kwargs: Optional[Dict] = None) -> None:
+        if not (isinstance(loss, (tuple, list)) and len(loss) == 2):
+            raise TypeError('GradSurgeryOptimWrapper.update_params needs (loop-1 loss, loop-2 '
+                            'loss): use it with MaskCaptionCycleModel(dual_loop=...)')
+        params = [p for group in self.optimizer.param_groups for p in group['params']
+                  if p.requires_grad]
+        grads = []
+        for i, part in enumerate(loss):
+            got = torch.autograd.grad(self.scale_loss(part), params, allow_unused=True,
+                                      retain_graph=i == 0)
+            got = [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
+            grads.append(self._all_reduce_mean(got))
+        combined, stats = combine_gradients(grads[0], grads[1], self.rule, self.beta)
+        for p, g in zip(params, combined):
+            p.grad = g.to(p.dtype) if p.grad is None else p.grad + g.to(p.dtype)
+        for k, v in stats.items():
+            self.message_hub.update_scalar(f'train/dual_{k}', v)
+        self._inner_count += 1
+        if self.should_update():
+            self.step(**(step_kwargs or {}))
+            self.zero_grad(**(zero_kwargs or {}))
