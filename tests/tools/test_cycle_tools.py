@@ -5,8 +5,11 @@
   loop-1 batch): the ranks see different samples (their losses differ), yet
   after every step the trainable parameters and the EMA shadow are bitwise
   identical on both ranks, and they moved (gradients are all-reduced through
-  the DDP wrapper, pitfall 17). Then ``--resume`` for a third step: the EMA
-  shadow and its update count come back from the checkpoint on both ranks.
+  the DDP wrapper, pitfall 17). Then ``--resume`` for a third step in
+  dual-loop mode (``configs/mask_caption_cycle_tiny_dual.py``, same
+  trainable weights and optimizer): the EMA shadow and its update count come
+  back from the checkpoint on both ranks, and the gradient surgery (own
+  all-reduce of g1 and g2 under ``no_sync``) leaves both ranks identical.
 - ``tools/cycle_demo.py`` (1 iteration, 1 sample): metrics JSON and PNG.
 """
 from __future__ import annotations
@@ -94,13 +97,17 @@ def _same(a: dict, b: dict) -> bool:
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                     reason='torch built without distributed / gloo')
 def test_two_ranks_stay_in_sync_and_ema_resumes(sample_cwd):
-    cfg = sample_cwd / 'cycle_sync.py'
-    cfg.write_text(
-        f'_base_ = [{str(CONFIG)!r}]\n'
-        "custom_imports = dict(imports=['tests.tools.test_cycle_tools'], "
-        'allow_failed_imports=False)\n'
-        "custom_hooks = [dict(type='CycleEMAHook', caption_log_interval=0), "
-        "dict(type='CycleSyncDumpHook')]\n")
+    def probe_config(base: Path, name: str) -> Path:
+        cfg = sample_cwd / name
+        cfg.write_text(
+            f'_base_ = [{str(base)!r}]\n'
+            "custom_imports = dict(imports=['tests.tools.test_cycle_tools'], "
+            'allow_failed_imports=False)\n'
+            "custom_hooks = [dict(type='CycleEMAHook', caption_log_interval=0), "
+            "dict(type='CycleSyncDumpHook')]\n")
+        return cfg
+
+    cfg = probe_config(CONFIG, 'cycle_sync.py')
     work = sample_cwd / 'sync_work'
     out = _torchrun(sample_cwd, cfg, work, 2)
     assert 'DDP on CPU' in out
@@ -132,7 +139,8 @@ def test_two_ranks_stay_in_sync_and_ema_resumes(sample_cwd):
     assert _same(saved, prev['ema']) and len(saved) == len(prev['ema'])
     for f in sync.glob('*.pt'):
         f.unlink()
-    _torchrun(sample_cwd, cfg, work, 3, '--resume')
+    dual = probe_config(CONFIG.with_name('mask_caption_cycle_tiny_dual.py'), 'dual_sync.py')
+    _torchrun(sample_cwd, dual, work, 3, '--resume')
     resumed = [_load(sync / f'before_2_r{r}.pt') for r in (0, 1)]
     for r in resumed:
         assert _same(r['ema'], saved), 'EMA shadow not restored by --resume'
@@ -140,6 +148,8 @@ def test_two_ranks_stay_in_sync_and_ema_resumes(sample_cwd):
     r0, r1 = (_load(sync / f'iter_3_r{r}.pt') for r in (0, 1))
     assert _same(r0['params'], r1['params']) and _same(r0['ema'], r1['ema'])
     assert int(r0['ema']['ema_state'][1]) == 3
+    assert r0['losses']['loss_dam_ce'] != r1['losses']['loss_dam_ce']
+    assert 'loss_loop2' in r0['losses']
 
 
 def test_cycle_demo_writes_metrics_and_png(sample_cwd, monkeypatch):
