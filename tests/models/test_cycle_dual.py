@@ -81,6 +81,28 @@ def test_surgery_wrapper_steps_with_the_combined_gradient():
     assert all(p.grad is None or not p.grad.any() for p in lin.parameters())
     with pytest.raises(TypeError):
         wrap.update_params(lin(x1).sum())
+    amp = GradSurgeryOptimWrapper(torch.optim.SGD(lin.parameters(), lr=0.1),
+                                  amp_dtype='bfloat16')
+    with amp.optim_context(lin):
+        assert lin(x1).dtype == torch.bfloat16
+    assert lin(x1).dtype == torch.float32
+
+
+def test_dual_configs():
+    from mmengine.config import Config
+    root = CONFIG.parents[2]
+    big = Config.fromfile(str(root / 'mask_caption_cycle_4b_dual.py'))
+    assert big.train_dataloader.batch_size == 2 * big.train_dataloader.sampler.batch_size == 32
+    assert big.train_dataloader.sampler.dam_datasets == 1
+    parts = big.train_dataloader.dataset.datasets
+    assert parts[-1].datasets[0].type == 'DescribeAnythingCaptionDataset'
+    ow = big.optim_wrapper
+    assert (ow.type, ow.rule, ow.beta, ow.amp_dtype, ow.accumulative_counts) == (
+        'GradSurgeryOptimWrapper', 'owner', 0.5, 'bfloat16', 2)
+    assert ow.optimizer.lr == 4e-5 and big.model.dual_loop.caption_len == 256
+    tiny = Config.fromfile(str(root / 'mask_caption_cycle_tiny_dual.py'))
+    assert tiny.train_dataloader.batch_size == 2 * tiny.train_dataloader.sampler.batch_size
+    assert tiny.optim_wrapper.type == 'GradSurgeryOptimWrapper'
 
 
 class _Concat:

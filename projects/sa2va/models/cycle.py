@@ -994,17 +994,31 @@ class GradSurgeryOptimWrapper(OptimWrapper):
     Args (besides :class:`mmengine.optim.OptimWrapper`'s):
         rule: 'owner' (always project, v2), 'pcgrad' or 'sum'.
         beta: weight of the loop-2 gradient (0.5).
+        amp_dtype: None (no autocast) or 'bfloat16' / 'float16': the forward
+            runs under ``torch.autocast`` on the model's device type (the
+            role of ``AmpOptimWrapper(dtype=...)``; no loss scaling, so
+            use bfloat16).
     """
 
-    def __init__(self, *args, rule: str = 'owner', beta: float = 0.5, **kwargs):
+    def __init__(self, *args, rule: str = 'owner', beta: float = 0.5,
+                 amp_dtype: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
         combine_gradients([], [], rule, beta)        # validates the rule
         self.rule, self.beta = rule, float(beta)
+        if amp_dtype not in (None, 'bfloat16', 'float16'):
+            raise ValueError(f"amp_dtype must be None, 'bfloat16' or 'float16', got {amp_dtype!r}")
+        self.amp_dtype = getattr(torch, amp_dtype) if amp_dtype else None
 
     @contextlib.contextmanager
     def optim_context(self, model: nn.Module):
-        """DDP never reduces by itself here (the wrapper all-reduces)."""
-        with (model.no_sync() if hasattr(model, 'no_sync') else contextlib.nullcontext()):
+        """DDP never reduces by itself here (the wrapper all-reduces);
+        autocast to ``amp_dtype`` when set."""
+        with contextlib.ExitStack() as stack:
+            if hasattr(model, 'no_sync'):
+                stack.enter_context(model.no_sync())
+            if self.amp_dtype is not None:
+                device = next(model.parameters()).device.type
+                stack.enter_context(torch.autocast(device_type=device, dtype=self.amp_dtype))
             yield
 
     @staticmethod
