@@ -2,7 +2,8 @@
 --nproc_per_node=2 tools/train.py configs/sa2va_tiny_demo.py --launcher
 pytorch`` with gloo, DDP ``find_unused_parameters=False`` (every trainable
 parameter gets a gradient each step, through the model's zero-weight paths
-when a rank's batch has no mask; otherwise DDP fails at the next step).
+when a rank's batch has no mask -- the run has such batches on both ranks;
+without the paths DDP fails at the next step).
 Skipped only when torch has no distributed / gloo support.
 
 DeepSpeed ZeRO-2 and FSDP need CUDA: their configs are loaded, applied to the
@@ -28,42 +29,49 @@ needs_gloo = pytest.mark.skipif(
     reason='torch built without distributed / gloo')
 
 
-@pytest.fixture(scope='module')
-def sample_cwd(tmp_path_factory):
-    from projects.sa2va.sample_data import make_sample_data
-    from projects.sa2va.tokenization import build_tiny_tokenizer
-    cwd = tmp_path_factory.mktemp('ddp_cwd')
-    make_sample_data(cwd / 'data' / 'sample')
-    build_tiny_tokenizer(cwd / 'data' / 'sample' / 'tokenizer')
-    return cwd
-
-
 @needs_gloo
 def test_torchrun_two_processes_gloo(sample_cwd):
-    work = sample_cwd / 'ddp'
+    work = sample_cwd / 'ddp_test'
+    # the probe hook of test_resume records each rank's batches; sampler seed
+    # 33 gives rank 0 a batch without masks at iteration 1 and rank 1 one at
+    # iteration 2 (VQA / visual prompts only), while the other rank has masks
+    (sample_cwd / 'ddp_config.py').write_text(
+        f"_base_ = [{str(REPO / 'configs' / 'sa2va_tiny_demo.py')!r}]\n"
+        "custom_imports = dict(imports=['tests.tools.test_resume'],\n"
+        "                      allow_failed_imports=False)\n"
+        "custom_hooks = [dict(type='DataStatsHook', interval=3),\n"
+        "                dict(type='ResumeProbeHook')]\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     env.pop('CUDA_VISIBLE_DEVICES', None)
     proc = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone',
          '--nproc_per_node=2', str(REPO / 'tools' / 'train.py'),
-         str(REPO / 'configs' / 'sa2va_tiny_demo.py'), '--launcher',
-         'pytorch', '--work-dir', str(work), '--cfg-options',
-         'train_cfg.max_iters=3', 'default_hooks.logger.interval=1',
+         str(sample_cwd / 'ddp_config.py'), '--launcher', 'pytorch',
+         '--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=3',
+         'default_hooks.logger.interval=1',
          'default_hooks.checkpoint.interval=3',
-         'custom_hooks=[]', 'env_cfg.dist_cfg.backend=gloo'],
+         'train_dataloader.sampler.seed=33', 'env_cfg.dist_cfg.backend=gloo'],
         cwd=sample_cwd, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert 'Distributed training: True' in out
     assert 'DDP on CPU, find_unused_parameters=False' in out
+    # both ranks' samples counted: 3 iterations x 2 samples x 2 ranks
+    assert 'data_stats: samples=12' in out
+    probes = [[json.loads(line) for line in p.read_text().splitlines()]
+              for p in (work / 'probe.jsonl', work / 'probe.1.jsonl')]
+    has_masks = [[r['has_masks'] for r in rank] for rank in probes]
+    assert has_masks == [[False, True, True], [True, False, True]]
+    ids = [tuple(s) for rank in probes for r in rank for s in r['samples']]
+    assert len(ids) == 12 and len(set(ids)) == 12  # the ranks share nothing
     rows = [json.loads(line) for p in work.glob('*/vis_data/scalars.json')
             for line in p.read_text().splitlines()]
     losses = [r for r in rows if 'loss' in r]
-    # rank 0 logs each step once; losses are averaged over ranks by DDP's
-    # gradient all-reduce only (the logged loss is rank 0's)
+    # rank 0 logs its own losses once per step
     assert [r['step'] for r in losses] == [1, 2, 3]
     for r in losses:
         assert 0 < r['loss'] < 1e4 and r['loss_llm'] > 0
+    assert losses[0]['loss_mask'] == 0  # rank 0's maskless batch
     ckpt = torch.load(work / 'iter_3.pth', map_location='cpu',
                       weights_only=True)
     assert ckpt['meta']['iter'] == 3
@@ -114,12 +122,13 @@ def test_strategy_configs_build():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU message')
-def test_train_with_strategy_on_cpu_says_gpu_needed(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'train.py'),
-         str(REPO / 'configs' / 'sa2va_4b.py'), '--strategy',
-         'deepspeed_zero2', '--work-dir', str(tmp_path)],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert 'DeepSpeedStrategy needs CUDA GPUs' in proc.stderr
+def test_train_with_strategy_on_cpu_says_gpu_needed(tmp_path, monkeypatch):
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    sys.path.insert(0, str(REPO / 'tools'))
+    try:
+        import train
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(RuntimeError, match='DeepSpeedStrategy needs CUDA GPUs'):
+        train.main([str(REPO / 'configs' / 'sa2va_4b.py'), '--strategy',
+                    'deepspeed_zero2', '--work-dir', str(tmp_path)])

@@ -37,7 +37,8 @@ LOG_EVERY_ITER = ['default_hooks.logger.interval=1', 'log_processor.window_size=
 @HOOKS.register_module()
 class ResumeProbeHook(Hook):
     """Test probe: one JSON line per trained iteration with the iteration,
-    the optimizer LR and the identity of every sample of the batch."""
+    the optimizer LR, the identity of every sample of the batch and whether
+    it has GT masks (``probe.jsonl``; rank r > 0: ``probe.r.jsonl``)."""
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
@@ -45,33 +46,34 @@ class ResumeProbeHook(Hook):
                                          'img_path')]
                for m in data_batch.get('meta', [])]
         lr = runner.optim_wrapper.get_lr()['lr'][0]
-        with open(Path(runner.work_dir) / 'probe.jsonl', 'a') as f:
-            f.write(json.dumps(dict(iter=runner.iter + 1, lr=lr,
-                                    samples=ids)) + '\n')
+        name = 'probe.jsonl' if runner.rank == 0 else f'probe.{runner.rank}.jsonl'
+        with open(Path(runner.work_dir) / name, 'a') as f:
+            f.write(json.dumps(dict(iter=runner.iter + 1, lr=lr, samples=ids,
+                                    has_masks=bool(data_batch.get('masks'))))
+                    + '\n')
 
 
 @pytest.fixture(scope='module')
-def sample_cwd(tmp_path_factory):
-    from projects.sa2va.sample_data import make_sample_data
-    from projects.sa2va.tokenization import build_tiny_tokenizer
-    cwd = tmp_path_factory.mktemp('resume_cwd')
-    make_sample_data(cwd / 'data' / 'sample')
-    build_tiny_tokenizer(cwd / 'data' / 'sample' / 'tokenizer')
-    (cwd / 'probe_config.py').write_text(
+def resume_dir(sample_cwd):
+    """``<sample_cwd>/resume_test/`` with the probe config (the tiny demo
+    plus ResumeProbeHook and DataStatsHook every iteration)."""
+    root = sample_cwd / 'resume_test'
+    root.mkdir(exist_ok=True)
+    (root / 'probe_config.py').write_text(
         f"_base_ = [{str(REPO / 'configs' / 'sa2va_tiny_demo.py')!r}]\n"
         "custom_imports = dict(imports=['tests.tools.test_resume'],\n"
         "                      allow_failed_imports=False)\n"
         "custom_hooks = [dict(type='DataStatsHook', interval=1),\n"
         "                dict(type='ResumeProbeHook')]\n")
-    return cwd
+    return root
 
 
-def _start(cwd, work, *extra):
+def _start(root, work, *extra):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     return subprocess.Popen(
         [sys.executable, str(REPO / 'tools' / 'train.py'),
-         str(cwd / 'probe_config.py'), '--work-dir', str(work), *extra],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         str(root / 'probe_config.py'), '--work-dir', str(work), *extra],
+        cwd=root.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
 
 
@@ -97,16 +99,16 @@ def _probe(work) -> dict[int, dict]:
 
 
 @pytest.fixture(scope='module')
-def runs(sample_cwd):
-    full, part = sample_cwd / 'full', sample_cwd / 'part'
+def runs(resume_dir):
+    full, part = resume_dir / 'full', resume_dir / 'part'
     # the uninterrupted and the interrupted run side by side (2 cores)
-    a = _start(sample_cwd, full, '--cfg-options', 'train_cfg.max_iters=4',
+    a = _start(resume_dir, full, '--cfg-options', 'train_cfg.max_iters=4',
                *LOG_EVERY_ITER)
-    b = _start(sample_cwd, part, '--cfg-options', 'train_cfg.max_iters=2',
+    b = _start(resume_dir, part, '--cfg-options', 'train_cfg.max_iters=2',
                *LOG_EVERY_ITER)
     _finish(a), _finish(b)
     assert (part / 'iter_2.pth').exists() and not (part / 'iter_4.pth').exists()
-    log = _finish(_start(sample_cwd, part, '--resume', '--cfg-options',
+    log = _finish(_start(resume_dir, part, '--resume', '--cfg-options',
                          'train_cfg.max_iters=4', *LOG_EVERY_ITER))
     return full, part, log
 
@@ -236,3 +238,113 @@ def test_sampler_start_and_epoch():
     assert len(s) == len(full) and list(s) != full
     with pytest.raises(ValueError, match='outside'):
         s.set_start(len(full) + 1)
+
+
+# ---------------------------------------------------------------- in-process
+class _ToySet(Dataset):
+    """10 samples ``{'x': (4,) float, 'y': (1,) float, 'idx': int}``."""
+
+    modality_length = np.arange(1, 11)
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return dict(x=torch.randn(4, generator=g), y=torch.randn(1, generator=g),
+                    idx=i)
+
+
+def _toy_model():
+    from mmengine.model import BaseModel
+
+    class Toy(BaseModel):
+        """Linear with dropout (draws from the global RNG); records the
+        sample ids and losses it trains on."""
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = torch.nn.Linear(4, 1)
+            self.drop = torch.nn.Dropout(0.5)
+            self.trace = []
+
+        def forward(self, x, y, idx, mode='loss'):
+            loss = ((self.fc(self.drop(x)) - y) ** 2).mean()
+            self.trace.append((idx.tolist(), loss.item()))
+            return dict(loss=loss)
+
+    return Toy()
+
+
+def _toy_runner(work_dir, name, **kwargs):
+    from projects.sa2va.engine import Sa2VARunner
+    return Sa2VARunner(
+        model=_toy_model(), work_dir=str(work_dir), experiment_name=name,
+        default_scope='sa2va',
+        train_dataloader=dict(
+            dataset=_ToySet(), batch_size=2, num_workers=0,
+            sampler=dict(type='LengthGroupedSampler', per_device_batch_size=2,
+                         seed=0),
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05)),
+        param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False,
+                             begin=0, end=10),
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                           by_epoch=False, interval=3),
+                           logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=1), **kwargs)
+
+
+class _Kill(Hook):
+    def __init__(self, at):
+        self.at = at
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter == self.at:
+            raise KeyboardInterrupt
+
+
+def test_epoch_loop_resumes_mid_epoch(tmp_path):
+    full = _toy_runner(tmp_path / 'full', 'toy_full')
+    assert type(full.train_loop).__name__ == 'ResumableEpochBasedTrainLoop'
+    full.train()
+    ref = full.model.trace
+    assert len(ref) == 10  # 2 epochs x 5 batches
+    part = _toy_runner(tmp_path / 'part', 'toy_part',
+                       custom_hooks=[_Kill(at=7)])
+    with pytest.raises(KeyboardInterrupt):
+        part.train()  # killed after iteration 7; last checkpoint: 6
+    assert (tmp_path / 'part' / 'iter_6.pth').exists()
+    resumed = _toy_runner(tmp_path / 'part', 'toy_resumed', resume=True,
+                          load_from=str(tmp_path / 'part' / 'iter_6.pth'))
+    resumed.train()
+    # epoch 1, batches 1..4: same samples, same dropout, same losses
+    assert resumed.model.trace == ref[6:]
+    assert resumed.iter == 10 and resumed.epoch == 2
+
+
+def test_atomic_save_and_unsafe_checkpoint(tmp_path, monkeypatch):
+    import mmengine.runner.checkpoint as ckpt_mod
+
+    from projects.sa2va.engine import load_checkpoint_file
+    runner = _toy_runner(tmp_path, 'toy_atomic')
+    flags = dict(save_optimizer=False, save_param_scheduler=False)
+    runner.save_checkpoint(str(tmp_path), 'ok.pth', **flags)
+    assert load_checkpoint_file(str(tmp_path / 'ok.pth'))['meta']['rng_state']
+
+    def broken(obj, f, *a, **k):  # dies half-way through writing
+        f.write(b'partial')
+        raise OSError('disk full')
+    monkeypatch.setattr(ckpt_mod.torch, 'save', broken)
+    with pytest.raises(OSError, match='disk full'):
+        runner.save_checkpoint(str(tmp_path), 'iter_9.pth', **flags)
+    monkeypatch.undo()
+    assert not (tmp_path / 'iter_9.pth').exists()
+    # a checkpoint holding Python objects is refused, not executed
+    from mmengine.logging import HistoryBuffer
+    torch.save({'meta': {'x': HistoryBuffer()}}, tmp_path / 'unsafe.pth')
+    with pytest.raises(ValueError, match='unsafe.pth cannot be loaded'):
+        load_checkpoint_file(str(tmp_path / 'unsafe.pth'))

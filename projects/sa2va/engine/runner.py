@@ -31,6 +31,7 @@ deterministic.
 """
 from __future__ import annotations
 
+import copy
 import os
 import os.path as osp
 import re
@@ -39,6 +40,7 @@ from collections import OrderedDict
 import torch
 import torch.distributed as torch_dist
 
+from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.dist import is_main_process
 from mmengine.model import MMDistributedDataParallel, is_model_wrapper
@@ -77,6 +79,21 @@ def resumable_loop_cfg(loop_cfg: dict) -> dict:
     return cfg
 
 
+class _PrettyTextOnce(Config):
+    """A ``Config`` whose ``pretty_text`` is formatted once: mmengine formats
+    the whole config with yapf for the start-up log, the dumped config and
+    every checkpoint's meta, several seconds each for the Sa2VA mix. The
+    runner does not change its config after building, so one text serves."""
+
+    @property
+    def pretty_text(self) -> str:
+        text = self.__dict__.get('_sa2va_pretty_text')
+        if text is None:
+            text = super().pretty_text
+            object.__setattr__(self, '_sa2va_pretty_text', text)
+        return text
+
+
 @RUNNERS.register_module()
 class Sa2VARunner(Runner):
     """mmengine ``Runner`` (same arguments, ``runner_type='Sa2VARunner'``)
@@ -84,6 +101,15 @@ class Sa2VARunner(Runner):
     module docstring)."""
 
     _resumed_rng_state = None
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        """Build from a config (mmengine's ``from_cfg``); the config text is
+        formatted once for the log, the dump and the checkpoints."""
+        if isinstance(cfg, Config) and not isinstance(cfg, _PrettyTextOnce):
+            cfg = copy.copy(cfg)
+            object.__setattr__(cfg, '__class__', _PrettyTextOnce)
+        return super().from_cfg(cfg)
 
     def build_train_loop(self, loop):
         """Build the train loop; stock mmengine loops become resumable."""
