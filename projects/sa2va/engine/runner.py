@@ -20,6 +20,12 @@ What it changes, and why:
   is built as ``ResumableIterBasedTrainLoop`` / ``ResumableEpochBasedTrainLoop``
   (same arguments; resume positions the sampler instead of re-reading data).
   The replacement is logged.
+* **CPU distributed** (``setup_env``, ``wrap_model``): a ``pytorch``-launched
+  run without CUDA joins the process group with gloo itself (mmengine's
+  ``init_dist`` calls ``torch.cuda.set_device``) and wraps the model in DDP
+  without ``device_ids``.
+* **Config text**: formatted once (``_PrettyTextOnce``) instead of for the
+  log, the dump and every checkpoint.
 
 Exactness: a resumed single-process run reproduces the uninterrupted run's
 losses bit for bit on CPU. With several ranks every rank gets rank 0's random
