@@ -34,7 +34,7 @@ LOG_EVERY_ITER = ['default_hooks.logger.interval=1', 'log_processor.window_size=
                   'default_hooks.checkpoint.max_keep_ckpts=3']
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(force=True)  # imported by pytest and by the runs
 class ResumeProbeHook(Hook):
     """Test probe: one JSON line per trained iteration with the iteration,
     the optimizer LR, the identity of every sample of the batch and whether
