@@ -501,14 +501,49 @@ class MaskCaptionCycleModel(Sa2VAModel):
 
     def state_dict(self, *args, trainable_only: Optional[bool] = None, **kwargs):
         """As :meth:`Sa2VAModel.state_dict`, always with the EMA buffers
-        (``ema_shadow.*``, ``ema_state``) so that resume restores the teacher."""
+        (``ema_shadow.*``, ``ema_state``) so that resume restores the teacher;
+        without them while :meth:`merge_and_export` runs."""
         out = super().state_dict(*args, trainable_only=trainable_only, **kwargs)
         prefix = kwargs.get('prefix', args[1] if len(args) > 1 else '')
+        ema = (prefix + 'ema_shadow.', prefix + 'ema_state')
+        if getattr(self, '_exporting', False):
+            return type(out)((k, v) for k, v in out.items() if not k.startswith(ema))
         full = nn.Module.state_dict(self, prefix=prefix)
         for k, v in full.items():
-            if k.startswith((prefix + 'ema_shadow.', prefix + 'ema_state')):
+            if k.startswith(ema):
                 out[k] = v
         return out
+
+    def merge_and_export(self, save_path: str) -> Dict[str, Tensor]:
+        """:meth:`Sa2VAModel.merge_and_export` without the EMA teacher (a
+        training state; the export is the student). Build the exported model
+        as a plain ``Sa2VAModel`` (:meth:`export_model_cfg`)."""
+        self._exporting = True
+        try:
+            return super().merge_and_export(save_path)
+        finally:
+            self._exporting = False
+
+    #: constructor keys of this class that a plain Sa2VAModel does not take
+    CYCLE_KEYS = ('template', 'caption_instruction', 'caption_len', 'topk', 'gumbel_tau',
+                  'tau_anneal', 'topk_chunk', 'corrupt_ratio', 'ema_decay',
+                  'seg_llm_loss_weight', 'ref_llm_loss_weight', 'seg_questions', 'answers',
+                  'template_draw', 'caption_vision_grad', 'pad_to_global_max',
+                  'ref_caption_max_tokens', 'dual_loop')
+
+    @classmethod
+    def export_model_cfg(cls, model_cfg: dict) -> dict:
+        """The ``model`` config of the exported student: ``Sa2VAModel`` with
+        the cycle keys removed and ``Sa2VADataPreprocessor`` (same dtypes).
+        Pass it to ``evaluation.export.export_model`` (see
+        docs/mask_caption_cycle.md: ``export_from_config`` still passes the
+        training config unchanged)."""
+        cfg = {k: v for k, v in dict(model_cfg).items() if k not in cls.CYCLE_KEYS}
+        cfg['type'] = 'Sa2VAModel'
+        pre = dict(cfg.get('data_preprocessor') or {})
+        pre['type'] = 'Sa2VADataPreprocessor'
+        cfg['data_preprocessor'] = pre
+        return cfg
 
     @property
     def current_tau(self) -> float:
