@@ -58,7 +58,8 @@ def test_surgery_wrapper_steps_with_the_combined_gradient():
     lin = nn.Linear(3, 2)
     w0 = [p.detach().clone() for p in lin.parameters()]
     wrap = GradSurgeryOptimWrapper(torch.optim.SGD(lin.parameters(), lr=0.1),
-                                   accumulative_counts=2, rule='owner', beta=0.5)
+                                   accumulative_counts=2, rule='owner', beta=0.5,
+                                   norm_groups=dict(w='weight'))
     x1, x2 = torch.randn(4, 3), torch.randn(4, 3)
 
     def losses():
@@ -78,6 +79,11 @@ def test_surgery_wrapper_steps_with_the_combined_gradient():
             assert all(torch.equal(p, w) for p, w in zip(lin.parameters(), w0))
     for p, w, e in zip(lin.parameters(), w0, expected):
         assert torch.allclose(p, w - 0.1 * e, atol=1e-6)
+    # per-group norms of the last micro-step's (accumulation-scaled) gradients
+    hub = wrap.message_hub.log_scalars
+    assert wrap.norm_groups == {'w': 'weight'}
+    assert hub['train/dual_g1_w'].current() == pytest.approx(float(g1[0].norm()), rel=1e-5)
+    assert hub['train/dual_g2_w'].current() == pytest.approx(float(g2[0].norm()), rel=1e-5)
     assert all(p.grad is None or not p.grad.any() for p in lin.parameters())
     with pytest.raises(TypeError):
         wrap.update_params(lin(x1).sum())

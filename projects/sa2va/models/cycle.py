@@ -1024,7 +1024,9 @@ class GradSurgeryOptimWrapper(OptimWrapper):
     all-reduced gradients (identical on every rank); the result, divided by
     the accumulation factor, is added to ``.grad``. On an update step:
     clip (``clip_grad``), optimizer step, zero. Logs ``train/dual_cos``,
-    ``train/dual_dot``, ``train/dual_c``.
+    ``train/dual_dot``, ``train/dual_c`` and, per parameter group of
+    ``norm_groups``, ``train/dual_g1_<group>`` / ``train/dual_g2_<group>``
+    (L2 norms of the all-reduced, accumulation-scaled gradients).
 
     Args (besides :class:`mmengine.optim.OptimWrapper`'s):
         rule: 'owner' (always project, v2), 'pcgrad' or 'sum'.
@@ -1033,11 +1035,20 @@ class GradSurgeryOptimWrapper(OptimWrapper):
             runs under ``torch.autocast`` on the model's device type (the
             role of ``AmpOptimWrapper(dtype=...)``; no loss scaling, so
             use bfloat16).
+        norm_groups: ``{group: substring}``; a parameter whose name holds
+            the substring belongs to the group (first match). Default: LoRA,
+            projector (mlp1), SAM2, text_hidden_fcs, as the owner logs.
     """
 
+    NORM_GROUPS = dict(lora='lora_', projector='mlp1', sam2='grounding_encoder',
+                       fcs='text_hidden_fcs')
+
     def __init__(self, *args, rule: str = 'owner', beta: float = 0.5,
-                 amp_dtype: Optional[str] = None, **kwargs):
+                 amp_dtype: Optional[str] = None, norm_groups: Optional[dict] = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.norm_groups = dict(self.NORM_GROUPS if norm_groups is None else norm_groups)
+        self._param_group: Dict[int, Optional[str]] = {}
         combine_gradients([], [], rule, beta)        # validates the rule
         self.rule, self.beta = rule, float(beta)
         if amp_dtype not in (None, 'bfloat16', 'float16'):
@@ -1048,6 +1059,10 @@ class GradSurgeryOptimWrapper(OptimWrapper):
     def optim_context(self, model: nn.Module):
         """DDP never reduces by itself here (the wrapper all-reduces);
         autocast to ``amp_dtype`` when set."""
+        if not self._param_group:
+            for name, p in model.named_parameters():
+                self._param_group[id(p)] = next(
+                    (g for g, sub in self.norm_groups.items() if sub in name), None)
         with contextlib.ExitStack() as stack:
             if hasattr(model, 'no_sync'):
                 stack.enter_context(model.no_sync())
@@ -1084,6 +1099,14 @@ class GradSurgeryOptimWrapper(OptimWrapper):
             got = [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
             grads.append(self._all_reduce_mean(got))
         combined, stats = combine_gradients(grads[0], grads[1], self.rule, self.beta)
+        for i, gs in enumerate(grads):
+            sq: Dict[str, float] = {}
+            for p, g in zip(params, gs):
+                group = self._param_group.get(id(p))
+                if group is not None:
+                    sq[group] = sq.get(group, 0.0) + float(g.double().pow(2).sum())
+            for group, v in sq.items():
+                stats[f'g{i + 1}_{group}'] = v ** 0.5
         for p, g in zip(params, combined):
             p.grad = g.to(p.dtype) if p.grad is None else p.grad + g.to(p.dtype)
         for k, v in stats.items():
