@@ -152,11 +152,16 @@ def test_two_ranks_stay_in_sync_and_ema_resumes(sample_cwd):
     assert 'loss_loop2' in r0['losses']
 
 
-def test_cycle_demo_writes_metrics_and_png(sample_cwd, monkeypatch):
+@pytest.fixture(scope='module')
+def cycle_demo():
     import importlib.util
     spec = importlib.util.spec_from_file_location('cycle_demo', REPO / 'tools' / 'cycle_demo.py')
-    cycle_demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cycle_demo)   # puts tools/ on sys.path (demo, train)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)   # puts tools/ on sys.path (demo, train)
+    return module
+
+
+def test_cycle_demo_writes_metrics_and_png(sample_cwd, monkeypatch, cycle_demo):
     monkeypatch.chdir(sample_cwd)
     report = cycle_demo.main(['--work-dir', str(sample_cwd / 'demo'), '--iters', '1',
                               '--samples', '1'])
@@ -173,3 +178,14 @@ def test_cycle_demo_writes_metrics_and_png(sample_cwd, monkeypatch):
     assert cycle_demo.spread_indices(24, 4) == [0, 8, 15, 23]
     with pytest.raises(ValueError):
         cycle_demo.spread_indices(3, 4)
+
+
+def test_memory_sweep_grows_with_caption_tokens(sample_cwd, monkeypatch, cycle_demo):
+    monkeypatch.chdir(sample_cwd)
+    rows = cycle_demo.memory_sweep(str(CONFIG), [4, 8])
+    assert [r['T'] for r in rows] == [4, 8]
+    assert rows[0]['tokens'] <= 8 and rows[1]['tokens'] > rows[0]['tokens']
+    assert rows[1]['bytes'] > rows[0]['bytes'] > 2 ** 20
+    assert rows[0]['bytes_per_token'] is None
+    assert rows[1]['bytes_per_token'] == (rows[1]['bytes'] - rows[0]['bytes']) / (
+        rows[1]['tokens'] - rows[0]['tokens'])
