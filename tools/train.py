@@ -102,8 +102,15 @@ def main(argv=None):
             print_log(f'strategy {cfg.strategy["type"]}: from the experiment '
                       f'{", ".join(notes)}', logger='current')
     elif cfg.get('runner_type') is not None:
-        from mmengine.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
+        # the plugin's runner registry (falls back to mmengine's for
+        # 'Runner'); mmengine's root one does not know the sa2va scope yet
+        from projects.sa2va.registry import RUNNERS
+        runner_cls = cfg.runner_type
+        if isinstance(runner_cls, str):
+            runner_cls = RUNNERS.get(runner_cls)
+            if runner_cls is None:
+                raise KeyError(f'unknown runner_type {cfg.runner_type!r}')
+        runner = runner_cls.from_cfg(cfg)
     else:
         from projects.sa2va.engine import Sa2VARunner
         runner = Sa2VARunner.from_cfg(cfg)

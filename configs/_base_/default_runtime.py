@@ -1,5 +1,8 @@
 # Runtime defaults shared by every experiment: scope, hooks, logging, env.
 default_scope = 'sa2va'
+# Exact resume (sampler position, RNG state, strict trainable-key loading),
+# weights-only-loadable and atomic checkpoints: projects/sa2va/engine/runner.py
+runner_type = 'Sa2VARunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

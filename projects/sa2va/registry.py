@@ -39,7 +39,7 @@ EVALUATOR = _child('EVALUATOR', 'projects.sa2va.evaluation')
 LOOPS = _child('LOOPS', 'projects.sa2va.engine')
 # Registries the plugin does not extend yet: children exist so that
 # building from the ``sa2va`` scope resolves to mmengine's classes quietly.
-RUNNERS = _child('RUNNERS')
+RUNNERS = _child('RUNNERS', 'projects.sa2va.engine')
 RUNNER_CONSTRUCTORS = _child('RUNNER_CONSTRUCTORS')
 STRATEGIES = _child('STRATEGIES')
 MODEL_WRAPPERS = _child('MODEL_WRAPPERS')

@@ -121,8 +121,9 @@ def test_resume_continues_exactly(runs):
         'without loading)' in log
     assert 'Advance dataloader' not in log
     assert 'missing keys' not in log and 'unexpected key' not in log
-    # only the batches after the resume were loaded: 2 iterations x 2
-    assert 'data_stats: samples=4' in log and 'samples=6' not in log
+    # the counters continue from the checkpoint (4 samples) and only the 2
+    # batches after the resume were trained on: 4 + 2 x 2
+    assert 'data_stats: samples=8' in log and 'samples=10' not in log
     a, b = _scalars(full), _scalars(part)
     assert sorted(a) == [1, 2, 3, 4] and sorted(b) == [1, 2, 3, 4]
     for step in (1, 2, 3, 4):

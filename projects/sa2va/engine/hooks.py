@@ -16,7 +16,8 @@ class DataStatsHook(Hook):
     samples), summed by the collate function, accumulated here, summed over
     ranks and logged every ``interval`` iterations and at the end of each
     epoch, as ``data_stats: samples=16000 skipped/missing_image=3 ...``.
-    The totals are also kept in the message hub (``data_stats`` info).
+    The totals are also kept in the message hub (``data_stats`` info) and
+    in checkpoints, so a resumed run continues them.
     """
 
     priority = 'LOW'
@@ -35,6 +36,15 @@ class DataStatsHook(Hook):
 
     def after_train_epoch(self, runner) -> None:
         self._log(runner)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Keep this rank's totals in the checkpoint (plain ints)."""
+        checkpoint.setdefault('meta', {})['data_stats'] = dict(self.totals)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Resume continues the totals instead of restarting at 0."""
+        saved = (checkpoint.get('meta') or {}).get('data_stats') or {}
+        self.totals = {k: int(v) for k, v in saved.items()}
 
     def _log(self, runner) -> None:
         totals = dict(self.totals)
