@@ -9,13 +9,24 @@ prints a short table.
     python tools/test.py CONFIG CKPT --task gcg --data-root data/glamm_data \
         --ann-file annotations/GranDf_HA_GCG_val.json --img-prefix images/grandf/val/ \
         --gcg-format grandf --out work_dirs/eval
+    python tools/test.py CONFIG CKPT --task caption --caption-format osprey \
+        --data-root data/osprey-724k \
+        --ann-file Osprey-724K/osprey_detail_description.json --out work_dirs/eval
+    python tools/test.py CONFIG CKPT --task caption --caption-format dam \
+        --data-root data/describe-anything-dataset/describe-anything-dataset \
+        --subsets LVIS PACO --out work_dirs/eval
     torchrun --nproc_per_node 2 tools/test.py ...   # items split over ranks
 
 ``CKPT`` may be ``-`` (built weights); ``--export DIR`` replaces CONFIG and
 CKPT by an export directory (``tools/export.py``). The items are parsed by the
 training datasets' own loaders (``load_data_list``), split
 ``i % world_size == rank``, and the registered metrics gather the ranks'
-results. Output: ``<out>/metrics_<task>.json``.
+results. Output: ``<out>/metrics_<task>.json``; the caption task also
+writes ``<out>/captions_pred.json`` (COCO caption results, ``[{"image_id",
+"caption"}]``, one entry per region, ``image_id`` = the item's index) and
+``<out>/captions_ref.json`` (COCO caption annotations: ``images`` with
+``id``, ``record`` and ``region``; ``annotations`` with the reference
+captions), the pair ``pycocoevalcap``'s ``COCOEvalCap`` reads.
 """
 from __future__ import annotations
 
@@ -23,13 +34,15 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import sys
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-TASKS = ('refseg', 'vos', 'gcg')
+TASKS = ('refseg', 'vos', 'gcg', 'caption')
+CAPTION_FORMATS = ('osprey', 'dam')
 REFSEG_QUESTION = 'Please segment {} in this image.'
 
 
@@ -41,16 +54,32 @@ def parse_args(argv=None):
     p.add_argument('--export', help='export directory instead of config+ckpt')
     p.add_argument('--task', required=True, choices=TASKS)
     p.add_argument('--data-root', required=True)
-    p.add_argument('--ann-file', default='instances.json')
+    p.add_argument('--ann-file', default=None,
+                   help='annotation file under data-root (default: refseg / '
+                        'vos / gcg instances.json, caption/osprey '
+                        'Osprey-724K/osprey_detail_description.json)')
     p.add_argument('--split-file', default='refs(unc).p')
     p.add_argument('--split', default='val')
     p.add_argument('--mask-file', default='mask_dict.json')
     p.add_argument('--img-prefix', default=None,
                    help='image folder under data-root (refseg default '
-                        'coco2014/train2014/, vos default "")')
+                        'coco2014/train2014/, vos default ""; caption/osprey: '
+                        'comma-separated folders searched in order, default '
+                        'the COCO 2014/2017 train/val folders)')
     p.add_argument('--dataset-type', default='ReVOSDataset',
                    help='vos: ReVOSDataset | MeViSDataset | RefYTVOSDataset')
     p.add_argument('--gcg-format', default='grandf')
+    p.add_argument('--caption-format', default='osprey',
+                   choices=CAPTION_FORMATS,
+                   help='caption: osprey (detail-description JSON, one item '
+                        'per region) | dam (Describe Anything subsets)')
+    p.add_argument('--subsets', nargs='+',
+                   default=['COCOStuff', 'LVIS', 'PACO', 'SAV'],
+                   help='caption/dam: subset folders under data-root')
+    p.add_argument('--question', default=None,
+                   help='caption: the question (default: osprey: the first '
+                        'detail question on region1; dam: the dataset '
+                        'instruction)')
     p.add_argument('--max-items', type=int, default=None,
                    help='evaluate only the first N items (smoke runs)')
     p.add_argument('--max-new-tokens', type=int, default=64)
@@ -81,10 +110,13 @@ def build_predictor(args):
 def load_items(args) -> list:
     """Evaluation items of the task (dicts), parsed by the datasets."""
     from projects.sa2va.registry import DATASETS
+    if args.task == 'caption':
+        return load_caption_items(args)
+    ann_file = args.ann_file or 'instances.json'
     if args.task == 'refseg':
         ds = DATASETS.build(dict(
             type='RefCOCODataset', data_root=args.data_root,
-            ann_file=args.ann_file, split_file=args.split_file,
+            ann_file=ann_file, split_file=args.split_file,
             split=args.split, text_mode='original',
             data_prefix=dict(img_path=args.img_prefix or 'coco2014/train2014/')))
         items = []
@@ -96,7 +128,7 @@ def load_items(args) -> list:
     if args.task == 'vos':
         ds = DATASETS.build(dict(
             type=args.dataset_type, data_root=args.data_root,
-            ann_file=args.ann_file, mask_file=args.mask_file,
+            ann_file=ann_file, mask_file=args.mask_file,
             data_prefix=dict(img_path=args.img_prefix or '')))
         items = []
         for i in range(len(ds)):
@@ -106,11 +138,127 @@ def load_items(args) -> list:
                                   item_id=f'{rec["record_id"]}/{obj["exp_id"]}'))
         return items
     ds = DATASETS.build(dict(
-        type='GCGDataset', data_root=args.data_root, ann_file=args.ann_file,
+        type='GCGDataset', data_root=args.data_root, ann_file=ann_file,
         format=args.gcg_format,
         data_prefix=dict(img_path=args.img_prefix or '')))
     items = [ds.get_data_info(i) for i in range(len(ds))]
     return [dict(r, item_id=r['record_id']) for r in items if not r['defect']]
+
+
+OSPREY_DESCRIPTION_FILE = 'Osprey-724K/osprey_detail_description.json'
+_REGION_LABEL = re.compile(r'^\s*region\s*\d+\s*:\s*', re.I)
+
+
+def strip_region_label(text: str) -> str:
+    """Drop a leading ``regionN:`` label (Osprey descriptions start with
+    one; each region is described alone, so the label carries no content)
+    and surrounding blanks: ``'region2: A cat.'`` -> ``'A cat.'``."""
+    return _REGION_LABEL.sub('', text).strip()
+
+
+def load_caption_items(args) -> list:
+    """Region-captioning items, one per region, numbered ``caption_id`` =
+    0, 1, ... in file order.
+
+    * ``osprey``: the detail-description JSON (``OspreyDataset``, kind
+      ``description``); region k of a record is described alone (as
+      ``region1``), its reference is the record's k-th description
+      without its ``regionN:`` label (:func:`strip_region_label`, also
+      applied to the prediction).
+    * ``dam``: Describe Anything subsets (``DescribeAnythingDataset``, one
+      record per region, reference = its caption).
+
+    Each item: ``caption_id``, ``record_id``, ``region`` (1-based index in
+    the record), ``segmentation`` (one encoding), ``ori_shape`` (osprey) or
+    the tar fields (dam), ``img_path`` (osprey), ``reference`` (str) and
+    ``question``.
+
+    Raises:
+        ValueError: an Osprey record whose description count differs from
+        its region count (named).
+    """
+    from projects.sa2va.datasets.visual_prompt import (DAM_INSTRUCTION,
+                                                       DETAILED_QUESTIONS,
+                                                       OSPREY_IMAGE_FOLDERS)
+    from projects.sa2va.registry import DATASETS
+    items = []
+    if args.caption_format == 'osprey':
+        folders = (args.img_prefix.split(',') if args.img_prefix
+                   else list(OSPREY_IMAGE_FOLDERS))
+        question = args.question or DETAILED_QUESTIONS[0].replace(
+            '<region>', 'region1')
+        ds = DATASETS.build(dict(
+            type='OspreyDataset', kind='description',
+            data_root=args.data_root,
+            ann_file=args.ann_file or OSPREY_DESCRIPTION_FILE,
+            image_folders=folders))
+        for i in range(len(ds)):
+            rec = ds.get_data_info(i)
+            segs, descs = rec['segmentations'], rec['descriptions']
+            if len(segs) != len(descs):
+                raise ValueError(f'{ds.ann_file}: {rec["record_id"]}: '
+                                 f'{len(descs)} descriptions for '
+                                 f'{len(segs)} regions')
+            for k, (seg, desc) in enumerate(zip(segs, descs)):
+                items.append(dict(
+                    caption_id=len(items), record_id=rec['record_id'],
+                    region=k + 1, segmentation=seg,
+                    reference=strip_region_label(desc),
+                    img_path=rec['img_path'], ori_shape=rec['ori_shape'],
+                    question=question))
+        return items
+    ds = DATASETS.build(dict(
+        type='DescribeAnythingDataset', data_root=args.data_root,
+        subsets=args.subsets, instruction=args.question or DAM_INSTRUCTION))
+    for i in range(len(ds)):
+        rec = ds.get_data_info(i)
+        items.append(dict(
+            caption_id=len(items), record_id=rec['record_id'], region=1,
+            segmentation=rec['segmentations'][0],
+            reference=rec['conversation'][0]['output'],
+            tar_path=rec['tar_path'], tar_offset=rec['tar_offset'],
+            tar_size=rec['tar_size'], question=ds.instruction))
+    return items
+
+
+_TAR_LOADER = None  # one LoadImageFromTar (its LRU of open shards)
+
+
+def caption_region(item):
+    """``(image, mask)`` of a caption item: RGB PIL image and ``(H, W)
+    uint8`` region mask at the image size.
+
+    Raises:
+        ValueError: missing / corrupt image, a mask whose size differs from
+        the image, or an empty mask (the record and region named).
+    """
+    from PIL import Image
+
+    from projects.sa2va.datasets.visual_prompt import LoadImageFromTar
+    from projects.sa2va.transforms.base import RecordError
+    from projects.sa2va.transforms.masks import decode_object
+    where = f'{item["record_id"]} region {item["region"]}'
+    try:
+        if 'img_path' in item:
+            image = Image.open(item['img_path']).convert('RGB')
+            h, w = item['ori_shape']
+        else:
+            global _TAR_LOADER
+            if _TAR_LOADER is None:
+                _TAR_LOADER = LoadImageFromTar()
+            image = _TAR_LOADER(dict(
+                tar_path=item['tar_path'], tar_offset=item['tar_offset'],
+                tar_size=item['tar_size']))['image']
+            h, w = (int(v) for v in item['segmentation']['size'])
+    except (OSError, RecordError) as exc:
+        raise ValueError(f'{where}: cannot read the image: {exc}') from None
+    if (h, w) != (image.height, image.width):
+        raise ValueError(f'{where}: the region is annotated at {(h, w)} but '
+                         f'the image is {(image.height, image.width)}')
+    mask = decode_object(item['segmentation'], h, w, 'union')
+    if not mask.any():
+        raise ValueError(f'{where}: empty region mask')
+    return image, mask
 
 
 def _empty_first(masks, shape):
@@ -129,6 +277,13 @@ def evaluate_item(predictor, args, item) -> dict:
     from projects.sa2va.transforms.masks import decode_object
     from projects.sa2va.transforms.video import DecodeVideoMasks
     n_tok = args.max_new_tokens
+    if args.task == 'caption':
+        image, mask = caption_region(item)
+        text = predictor.describe(image, mask, item['question'], n_tok)
+        return dict(id=item['caption_id'], caption=strip_region_label(text),
+                    references=[item['reference']],
+                    image_info=dict(record=item['record_id'],
+                                    region=item['region']))
     if args.task == 'refseg':
         image = Image.open(item['img_path']).convert('RGB')
         obj = item['objects'][item['object_index']]
@@ -175,7 +330,17 @@ def _plain_caption(text: str) -> str:
     return re.sub(r'\s+', ' ', text).strip()
 
 
-METRIC = dict(refseg='RefSegMetric', vos='VideoJFMetric', gcg='GCGMetric')
+METRIC = dict(refseg='RefSegMetric', vos='VideoJFMetric', gcg='GCGMetric',
+              caption='CaptionMetric')
+
+
+def build_metric(args):
+    from projects.sa2va.registry import METRICS
+    cfg = dict(type=METRIC[args.task])
+    if args.task == 'caption':
+        cfg.update(pred_path=osp.join(args.out, 'captions_pred.json'),
+                   ref_path=osp.join(args.out, 'captions_ref.json'))
+    return METRICS.build(cfg)
 
 
 def main(argv=None) -> dict:
@@ -185,12 +350,13 @@ def main(argv=None) -> dict:
         init_dist('pytorch', backend='gloo')
     rank, world = get_dist_info()
     import projects.sa2va.evaluation  # noqa: F401  (registers metrics)
-    from projects.sa2va.registry import METRICS
     items = load_items(args)
     if args.max_items:
         items = items[:args.max_items]
     predictor = build_predictor(args)
-    metric = METRICS.build(dict(type=METRIC[args.task]))
+    if is_main_process():
+        os.makedirs(args.out, exist_ok=True)
+    metric = build_metric(args)
     for i in range(rank, len(items), world):
         metric.process(None, [evaluate_item(predictor, args, items[i])])
     results = metric.evaluate(len(items))

@@ -59,3 +59,91 @@ def test_test_tool_refseg_and_vos(sample_cwd, monkeypatch):
                           '--max-new-tokens', '2', '--out', 'eval'])
     assert res['vos/num_expressions'] == 1
     assert res['vos/J&F'] == pytest.approx((res['vos/J'] + res['vos/F']) / 2)
+
+
+DAM_ROOT = 'data/sample/describe-anything-dataset/describe-anything-dataset'
+
+
+def _read_coco_captions(folder):
+    """The caption files through pycocotools' reader (COCOEvalCap uses it):
+    ``{image_id: prediction}``, ``{image_id: [references]}``."""
+    from pycocotools.coco import COCO
+    coco = COCO(str(folder / 'captions_ref.json'))
+    res = coco.loadRes(str(folder / 'captions_pred.json'))
+    preds = {a['image_id']: a['caption'] for a in res.dataset['annotations']}
+    refs = {i: [a['caption'] for a in coco.imgToAnns[i]] for i in coco.getImgIds()}
+    return preds, refs
+
+
+def test_test_tool_caption_osprey_and_dam(sample_cwd, monkeypatch):
+    import test as test_tool
+
+    from projects.sa2va.evaluation.predictor import Sa2VAPredictor
+    monkeypatch.chdir(sample_cwd)
+    # tiny model: files, formats, one caption per region
+    res = test_tool.main([CONFIG, '-', '--task', 'caption', '--data-root',
+                          'data/sample/osprey-724k', '--max-items', '3',
+                          '--max-new-tokens', '3', '--out', 'eval_cap'])
+    out = sample_cwd / 'eval_cap'
+    saved = json.loads((out / 'metrics_caption.json').read_text())
+    assert saved == dict(task='caption', items=3, metrics=res)
+    assert res['caption/num_captions'] == 3
+    assert all(0.0 <= res[f'caption/BLEU-{n}'] <= 1.0 for n in range(1, 5))
+    preds, refs = _read_coco_captions(out)
+    assert sorted(preds) == sorted(refs) == [0, 1, 2]
+    images = json.loads((out / 'captions_ref.json').read_text())['images']
+    assert [im['region'] for im in images] == [1, 2, 3]
+    assert len({im['record'] for im in images}) == 1
+    # references lose the Osprey "regionN:" label; the record's k-th
+    # description belongs to region k
+    raw = json.loads((sample_cwd / 'data/sample/osprey-724k/Osprey-724K/'
+                      'osprey_detail_description.json').read_text())[0]
+    assert [refs[k][0] for k in range(3)] == [
+        test_tool.strip_region_label(d.replace('<', '').replace('>', ''))
+        for d in raw['description'][:3]]
+    assert not any(r[0].lower().startswith('region') for r in refs.values())
+
+    # Describe Anything: a describe() that answers each region's own
+    # reference (call order = item order in one process) gives BLEU 1
+    items = test_tool.load_caption_items(test_tool.parse_args(
+        ['-', '--task', 'caption', '--caption-format', 'dam',
+         '--data-root', DAM_ROOT, '--subsets', 'LVIS', 'PACO']))
+    calls = []
+
+    def echo(self, image, masks, text, max_new_tokens):
+        item = items[len(calls)]
+        calls.append((image.size, int(np.asarray(masks).sum()), text))
+        return 'region1: ' + item['reference'] + ' '
+
+    monkeypatch.setattr(Sa2VAPredictor, 'describe', echo)
+    res = test_tool.main([CONFIG, '-', '--task', 'caption', '--caption-format',
+                          'dam', '--data-root', DAM_ROOT, '--subsets', 'LVIS',
+                          'PACO', '--out', 'eval_dam', '--cfg-options',
+                          'max_num_tiles=1', 'prompt_pool=area'])
+    n = len(items)
+    assert n >= 2 and len(calls) == n
+    assert res['caption/num_captions'] == n
+    assert all(res[f'caption/BLEU-{k}'] == pytest.approx(1.0) for k in range(1, 5))
+    assert {q for _, _, q in calls} == {
+        'Please generate a detailed description for the given image region.'}
+    assert all(area > 0 for _, area, _ in calls)
+    preds, refs = _read_coco_captions(sample_cwd / 'eval_dam')
+    assert preds == {i: items[i]['reference'] for i in range(n)}
+    assert refs == {i: [items[i]['reference']] for i in range(n)}
+
+
+def test_caption_region_errors_name_the_record(sample_cwd, monkeypatch):
+    import test as test_tool
+    monkeypatch.chdir(sample_cwd)
+    items = test_tool.load_caption_items(test_tool.parse_args(
+        ['-', '--task', 'caption', '--data-root', 'data/sample/osprey-724k']))
+    image, mask = test_tool.caption_region(items[0])
+    assert mask.shape == (image.height, image.width) and mask.any()
+    bad = dict(items[0], ori_shape=(image.height + 1, image.width))
+    with pytest.raises(ValueError, match=r'osprey_detail_description.json\[0\].*region 1'):
+        test_tool.caption_region(bad)
+    bad = dict(items[0], segmentation=[[0, 0, 1, 0, 1, 0]])
+    with pytest.raises(ValueError, match='empty region mask'):
+        test_tool.caption_region(bad)
+    assert test_tool.strip_region_label(' Region12 :  A dog. ') == 'A dog.'
+    assert test_tool.strip_region_label('A region1: dog') == 'A region1: dog'

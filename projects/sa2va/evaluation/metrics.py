@@ -489,17 +489,26 @@ def _check_ids(candidates: Dict, references: Dict) -> None:
 
 
 def write_caption_files(candidates: Dict, references: Dict, pred_path: str,
-                        ref_path: str) -> None:
+                        ref_path: str,
+                        image_info: Optional[Dict] = None) -> None:
     """COCO caption format: ``pred_path`` = ``[{"image_id", "caption"}]``,
-    ``ref_path`` = ``{"images": [{"id"}], "annotations": [{"image_id",
-    "id", "caption"}]}`` (ids as given: ints or strings)."""
+    ``ref_path`` = ``{"images": [{"id", ...}], "annotations": [{"image_id",
+    "id", "caption"}]}`` (ids as given: ints or strings; annotation ids
+    0, 1, ... in order). ``image_info``: id -> dict of extra JSON fields
+    of that ``images`` entry (e.g. the source record); the key ``id`` is
+    refused."""
+    image_info = image_info or {}
+    for k, info in image_info.items():
+        if 'id' in info:
+            raise ValueError(f'image_info of {k!r} may not set "id"')
     with open(pred_path, 'w', encoding='utf-8') as f:
         json.dump([dict(image_id=k, caption=v) for k, v in candidates.items()],
                   f, ensure_ascii=False, indent=1)
     anns = [dict(image_id=k, id=i, caption=c) for i, (k, c) in enumerate(
         (k, c) for k in candidates for c in references[k])]
     with open(ref_path, 'w', encoding='utf-8') as f:
-        json.dump(dict(images=[dict(id=k) for k in candidates],
+        json.dump(dict(images=[dict(id=k, **image_info.get(k, {}))
+                               for k in candidates],
                        annotations=anns), f, ensure_ascii=False, indent=1)
 
 
@@ -598,7 +607,9 @@ class CaptionMetric(BaseMetric):
     the COCO-format prediction and reference files.
 
     ``process`` takes data samples with ``id`` (int or str), ``caption``
-    (str) and ``references`` (list of str).
+    (str), ``references`` (list of str) and optionally ``image_info`` (a
+    dict of JSON fields added to the sample's ``images`` entry of the
+    reference file).
 
     Args:
         pred_path, ref_path: where to write the COCO-format files (None:
@@ -614,15 +625,17 @@ class CaptionMetric(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
-            self.results.append((s['id'], s['caption'], list(s['references'])))
+            self.results.append((s['id'], s['caption'], list(s['references']),
+                                 dict(s.get('image_info') or {})))
 
     def compute_metrics(self, results: list) -> dict:
-        cands = {k: c for k, c, _ in results}
-        refs = {k: r for k, _, r in results}
+        cands = {k: c for k, c, _, _ in results}
+        refs = {k: r for k, _, r, _ in results}
         if len(cands) != len(results):
             raise ValueError('caption ids are not unique')
         if self.pred_path and self.ref_path:
-            write_caption_files(cands, refs, self.pred_path, self.ref_path)
+            write_caption_files(cands, refs, self.pred_path, self.ref_path,
+                                {k: info for k, _, _, info in results})
             print_log(f'caption files: {self.pred_path}, {self.ref_path}',
                       logger='current')
         b = bleu(cands, refs)
