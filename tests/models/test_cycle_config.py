@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,14 +30,12 @@ def test_4b_recipe_values():
     assert any(h.type == 'CycleEMAHook' for h in cfg.custom_hooks)
 
 
-def test_tiny_loader_interleaves_refcoco_first(tmp_path, monkeypatch):
-    if not (ROOT / 'data/sample/mask_caption/sav_npz').is_dir():
-        pytest.skip('generated sample data missing (make sample-data)')
+def test_tiny_loader_interleaves_refcoco_first(sample_cwd, monkeypatch):
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
     from projects.sa2va.models.cycle import MaskCaptionCycleDataPreprocessor
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(sample_cwd)
     cfg = Config.fromfile(str(ROOT / 'configs/mask_caption_cycle_tiny.py'))
     with DefaultScope.overwrite_default_scope('sa2va'):
         loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
