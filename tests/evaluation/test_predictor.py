@@ -118,3 +118,58 @@ def test_chat_on_a_frame_folder(predictor, tmp_path):
     text = predictor.chat(str(tmp_path), 'What is here?', max_new_tokens=5,
                           **forced(words + [predictor.stop_ids[-1]]))
     assert text == 'two cats'
+
+
+def test_generate_masks_and_prompts_gives_the_generation_prompts(predictor, monkeypatch):
+    """The [SEG] prompts of the generation equal a teacher-forced pass over
+    prompt + answer (the predictor's former extra forward), the masks equal
+    generate_masks', and the video path runs the LLM once (generation only)."""
+    model = predictor.model
+    image = random_image(40, 60, 5)
+    predictor._ori_size = (40, 60)
+    batch = predictor._image_inputs(image, 'Please segment the cat.')
+    plan = seg_plan(predictor, n_seg=2)
+    kw = dict(max_new_tokens=10, do_sample=False, eos_token_id=predictor.stop_ids,
+              pad_token_id=predictor.pad_index, temperature=None, top_p=None,
+              top_k=None)
+    vision = dict(pixel_values=batch['pixel_values'], image_flags=batch['image_flags'])
+    out = model.generate_masks_and_prompts(batch['input_ids'], batch['g_pixel_values'],
+                                           (40, 60), **vision, **kw, **forced(plan))
+    ref = model.generate_masks(batch['input_ids'], batch['g_pixel_values'], (40, 60),
+                               **vision, **kw, **forced(plan))
+    assert torch.equal(out['sequences'], ref['sequences'])
+    assert torch.equal(out['pred_masks'], ref['pred_masks'])
+    assert torch.equal(out['pred_logits'], ref['pred_logits'])
+    c = model.grounding_encoder.hidden_dim
+    assert out['seg_prompts'].shape == (2, c)
+    with torch.no_grad():
+        ids = torch.cat([batch['input_ids'], out['sequences'][None]], dim=1)
+        hidden = model.mllm(input_ids=ids, output_hidden_states=True,
+                            **vision).hidden_states[-1][0]
+        seg = ids[0] == model.seg_token_id
+        teacher = model.text_hidden_fcs(hidden[seg])
+    torch.testing.assert_close(out['seg_prompts'], teacher, atol=1e-5, rtol=1e-4)
+    # no [SEG]: (0, C)
+    words = predictor.tokenizer.encode('no', add_special_tokens=False)
+    none = model.generate_masks_and_prompts(
+        batch['input_ids'], batch['g_pixel_values'], (40, 60), **vision, **kw,
+        **forced(words + [predictor.stop_ids[-1]]))
+    assert none['seg_prompts'].shape == (0, c) and none['pred_masks'].shape[0] == 0
+    # video: generation only (it runs the language model directly); no
+    # teacher-forced pass through the MLLM's forward afterwards
+    calls = []
+    original = model.mllm.forward
+
+    def count(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model.mllm, 'forward', count)
+    frames = [random_image(24, 24, 10 + i) for i in range(4)]
+    res = predictor.segment_video(frames, 'segment it', max_new_tokens=6,
+                                  **forced(seg_plan(predictor, n_seg=1)))
+    assert res['masks'].shape == (1, 4, 24, 24)
+    assert calls == []
+    with pytest.raises(ValueError, match='SAM2Input'):
+        predictor.propagate(torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+                            res['logits'].new_zeros(1, c), [0])

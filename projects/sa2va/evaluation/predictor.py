@@ -14,7 +14,9 @@ computed without memory as in training), and SAM2's memory path
 (``track_step``: memory attention over the memory bank of conditioning
 frames and recent frames, object pointers) tracks the objects through the
 other frames, forwards from the first key frame and backwards before it
-(the order of SAM2's video predictor).
+(the order of SAM2's video predictor). The ``[SEG]`` embeddings come from
+the generation (``Sa2VAModel.generate_masks_and_prompts``): no second LLM
+pass.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from PIL import Image
 
 from ..constants import IMAGE_PLACEHOLDER, SEG_TOKEN
 from ..datasets.collate import sa2va_collate_fn
+from ..models.sam2 import normalize_sam2_images
 from ..transforms import video as video_tf
 from ..transforms.formatting import (AddVisualPromptText, EncodeConversation,
                                      PackInputs)
@@ -301,15 +304,18 @@ class Sa2VAPredictor:
 
     # ---------------------------------------------------------- generation
     def _generate(self, batch: dict, max_new_tokens: int, do_sample: bool,
-                  **kwargs) -> dict:
+                  with_prompts: bool = False, **kwargs) -> dict:
         """``Sa2VAModel.generate_masks`` on a pre-processed one-sample batch
-        (masks at ``self._ori_size``)."""
+        (masks at ``self._ori_size``); ``with_prompts``: through
+        ``generate_masks_and_prompts`` (adds ``seg_prompts (k, C)``)."""
         gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                           eos_token_id=self.stop_ids,
                           pad_token_id=self.pad_index, **kwargs)
         if not do_sample:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        out = self.model.generate_masks(
+        generate = (self.model.generate_masks_and_prompts if with_prompts
+                    else self.model.generate_masks)
+        out = generate(
             batch['input_ids'], batch.get('g_pixel_values'),
             ori_size=self._ori_size,
             pixel_values=batch.get('pixel_values'),
@@ -413,7 +419,8 @@ class Sa2VAPredictor:
         keys = self.key_frames(len(frames))
         self._ori_size = (frames[0].height, frames[0].width)
         batch = self._video_inputs(frames, text, keys)
-        out = self._generate(batch, max_new_tokens, do_sample, **gen_kwargs)
+        out = self._generate(batch, max_new_tokens, do_sample,
+                             with_prompts=propagate, **gen_kwargs)
         result = dict(text=out['text'], key_frames=keys,
                       key_masks=out['pred_masks'].cpu(),
                       sequences=out['sequences'].cpu())
@@ -425,7 +432,7 @@ class Sa2VAPredictor:
             result['masks'] = torch.zeros(0, len(frames), *self._ori_size,
                                           dtype=torch.bool)
             return result
-        prompts = self.seg_prompts(batch['input_ids'], out['sequences'], batch)
+        prompts = out['seg_prompts']
         all_frames = self._sam2_frames(dict(frames=frames))['g_pixel_values']
         logits = self.propagate(all_frames, prompts, keys)
         full = F.interpolate(logits.flatten(0, 1)[:, None].float(),
@@ -437,40 +444,26 @@ class Sa2VAPredictor:
         return result
 
     @torch.no_grad()
-    def seg_prompts(self, prompt_ids, generated, batch) -> torch.Tensor:
-        """SAM2 prompt embeddings ``(k, C)`` of the generated ``[SEG]``s: the
-        prompt + answer read once by the model (teacher forcing, which gives
-        the generation-time hidden states), last hidden state at each
-        ``[SEG]`` through ``text_hidden_fcs``."""
-        model = self.model
-        gen = generated.to(prompt_ids.device)
-        ids = torch.cat([prompt_ids, gen[None]], dim=1)
-        out = model.mllm(input_ids=ids, pixel_values=batch.get('pixel_values'),
-                         image_flags=batch.get('image_flags'),
-                         vp_overall_mask=batch.get('vp_overall_mask'),
-                         prompt_masks=batch.get('prompt_masks') or None,
-                         output_hidden_states=True)
-        hidden = out.hidden_states[-1][0]
-        seg = ids[0] == model.seg_token_id
-        seg[:prompt_ids.shape[1]] = False
-        dtype = model.text_hidden_fcs[0].weight.dtype
-        return model.text_hidden_fcs(hidden[seg].to(dtype))
-
-    @torch.no_grad()
     def propagate(self, frames: torch.Tensor, prompts: torch.Tensor,
                   keys: Sequence[int]) -> torch.Tensor:
         """Track k language-prompted objects through a video with SAM2.
 
         Args:
             frames: ``(N, 3, S, S)`` uint8 SAM2 frames (``SAM2Input``).
-            prompts: ``(k, C)`` prompt embeddings (``seg_prompts``).
+            prompts: ``(k, C)`` prompt embeddings of the answer's
+                ``[SEG]`` (``Sa2VAModel.generate_masks_and_prompts``).
             keys: conditioning frame indices (distinct, sorted).
 
         Returns:
             ``(k, N, S/4, S/4)`` float low-res mask logits.
         """
         sam2 = self.model.grounding_encoder
-        images = self.model._sam2_images(frames.to(prompts.device))
+        s = sam2.image_size
+        if frames.ndim != 4 or tuple(frames.shape[1:]) != (3, s, s):
+            raise ValueError(f'frames must be (N, 3, {s}, {s}) uint8 '
+                             f'(SAM2Input), got {tuple(frames.shape)}')
+        dtype = next(sam2.image_encoder.parameters()).dtype
+        images = normalize_sam2_images(frames.to(prompts.device), dtype)
         n, k = images.shape[0], prompts.shape[0]
         embd = prompts[:, None].to(sam2.no_mem_embed.dtype)
         bank = {'cond_frame_outputs': {}, 'non_cond_frame_outputs': {}}

@@ -739,3 +739,44 @@ class Sa2VAModel(BaseModel):
             results.append(dict(pred_logits=logits.reshape(k, t, *logits.shape[-2:]),
                                 pred_masks=(full > 0).reshape(k, t, *size)))
         return results
+
+    @torch.no_grad()
+    def generate_masks_and_prompts(self, input_ids: Tensor, g_pixel_values,
+                                   ori_size: Tuple[int, int],
+                                   **kwargs) -> Dict[str, Tensor]:
+        """:meth:`generate_masks` plus the SAM2 prompt embeddings of the
+        answer's ``[SEG]`` tokens (e.g. to prompt SAM2's video memory path on
+        more frames).
+
+        Args: as :meth:`generate_masks` (``**kwargs``: its vision inputs and
+        the ``generate`` settings).
+
+        Returns:
+            :meth:`generate_masks`' dict plus ``seg_prompts (k, C)``: the
+            ``text_hidden_fcs`` output of the k generated ``[SEG]`` in answer
+            order (``C`` = the grounding encoder's ``hidden_dim``, dtype of
+            ``text_hidden_fcs``), the very rows the masks were decoded from
+            (read from :meth:`generate_masks`' own call of
+            ``text_hidden_fcs``; no second pass). ``(0, C)`` when the answer
+            has no ``[SEG]``.
+        """
+        seen: List[Tensor] = []
+        handle = self.text_hidden_fcs.register_forward_hook(
+            lambda module, args, output: seen.append(output))
+        try:
+            out = self.generate_masks(input_ids, g_pixel_values, ori_size, **kwargs)
+        finally:
+            handle.remove()
+        k = out['pred_masks'].shape[0]
+        if len(seen) > 1:
+            raise RuntimeError(f'text_hidden_fcs ran {len(seen)} times in one '
+                               f'generate_masks call; expected at most once')
+        if seen:
+            prompts = seen[0]
+        else:
+            last = self.text_hidden_fcs[2]
+            prompts = last.weight.new_zeros(0, last.out_features)
+        if prompts.shape[0] != k:
+            raise RuntimeError(f'{prompts.shape[0]} prompt rows for {k} [SEG] masks')
+        out['seg_prompts'] = prompts
+        return out
