@@ -51,3 +51,20 @@ def test_export_is_a_plain_sa2va_with_special_rows(tiny_tokenizer_dir, tmp_path)
     assert torch.equal(loaded.mllm.get_input_embeddings().weight[special], rows_in)
     assert torch.equal(loaded.mllm.get_output_embeddings().weight[special], rows_out)
     assert any(k.startswith('ema_shadow.') for k in model.state_dict())   # flag reset
+
+
+def test_export_from_the_cycle_config_command_path(sample_cwd, monkeypatch,
+                                                   tmp_path):
+    """tools/export.py's path (export_from_config) on a cycle config writes a
+    plain Sa2VAModel export (it used to fail on the EMA keys)."""
+    import json
+
+    from projects.sa2va.evaluation.export import export_from_config
+    monkeypatch.chdir(sample_cwd)
+    config = str(Path(__file__).resolve().parents[2] / 'configs'
+                 / 'mask_caption_cycle_tiny.py')
+    out = export_from_config(config, None, str(tmp_path / 'export'))
+    files = {p.name for p in Path(out).iterdir()}
+    assert {'model.safetensors', 'sa2va_export.json', 'tokenizer'} <= files
+    meta = json.loads((Path(out) / 'sa2va_export.json').read_text())
+    assert 'ema' not in json.dumps(meta.get('model', meta)).lower()

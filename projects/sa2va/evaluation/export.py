@@ -101,7 +101,11 @@ def export_from_config(config, checkpoint: Optional[str], out_dir: str,
     predictor = Sa2VAPredictor.from_config(config, checkpoint, **settings)
     from mmengine.config import Config
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
-    return export_model(predictor.model, cfg.model, out_dir, predictor.settings)
+    # a training-mode model (the cycle model) exports as a plain Sa2VAModel
+    model_cfg = predictor.model.export_model_cfg(cfg.model) \
+        if hasattr(predictor.model, 'export_model_cfg') else cfg.model
+    return export_model(predictor.model, model_cfg, out_dir,
+                        predictor.settings)
 
 
 @torch.no_grad()
