@@ -67,4 +67,5 @@ def test_export_from_the_cycle_config_command_path(sample_cwd, monkeypatch,
     files = {p.name for p in Path(out).iterdir()}
     assert {'model.safetensors', 'sa2va_export.json', 'tokenizer'} <= files
     meta = json.loads((Path(out) / 'sa2va_export.json').read_text())
-    assert 'ema' not in json.dumps(meta.get('model', meta)).lower()
+    assert meta['model']['type'] == 'Sa2VAModel'
+    assert not {'ema_decay', 'caption_len'} & set(meta['model'])
