@@ -195,3 +195,26 @@ def test_pipeline_overrides_and_data_root_prefix():
         data_root=('./data/', 'y/'))
     assert nested['pipeline_overrides'] == dict(DynamicTiles=dict(max_num=2))
     assert nested['data_root_prefix'] == ('./data/', 'y/')
+
+
+def test_dataset_pipeline_overrides_reach_only_the_named_dataset(sample_cwd,
+                                                                 monkeypatch):
+    from mmengine.config import Config
+
+    from projects.sa2va.datasets.inspect import (build_dataset_from_config,
+                                                 find_encoder, leaf_datasets)
+    from tests.conftest import REPO_ROOT
+    monkeypatch.chdir(sample_cwd)
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'sa2va_tiny_demo.py'))
+    mix_cfg = cfg.train_dataloader.dataset
+    template = dict(INSTRUCTION='<|user|>\n{input}<|end|><|assistant|>\n',
+                    SUFFIX='<|im_end|>', SUFFIX_AS_EOS=True, SEP='')
+    mix_cfg.dataset_pipeline_overrides = {
+        'refcoco+': dict(EncodeConversation=dict(template=template))}
+    suffix = {d.dataset_name: find_encoder(d).template['SUFFIX']
+              for d in leaf_datasets(build_dataset_from_config(cfg))}
+    assert suffix['refcoco+'] == '<|im_end|>'
+    assert suffix['refcoco'] == suffix['llava'] == '<|end|>'
+    mix_cfg.dataset_pipeline_overrides = {'no_such_dataset': {}}
+    with pytest.raises(KeyError, match='no_such_dataset'):
+        build_dataset_from_config(cfg)

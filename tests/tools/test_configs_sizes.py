@@ -18,7 +18,7 @@ def _cfg(name):
 
 def _encode_step(dataset_cfg):
     steps = [s for s in dataset_cfg['pipeline']
-             if s['type'] == 'EncodeConversation']
+             if s['type'] in ('EncodeConversation', 'EncodeLLaVAConversation')]
     assert len(steps) == 1
     return steps[0]
 
@@ -50,19 +50,26 @@ def test_size_configs(name, path, template, remote, pad, interval):
     assert cfg.model.mllm.llm_lora == ref.model.mllm.llm_lora
     assert cfg.train_dataloader.batch_size == 2
     assert mix.repeats == ref.train_dataloader.dataset.repeats
-    ours, theirs = mix.datasets, ref.train_dataloader.dataset.datasets
-    assert [d['dataset_name'] for d in ours] == \
-        [d['dataset_name'] for d in theirs]
-    assert ours[3:] == theirs[3:]
-    for mine, base in zip(ours[:3], theirs[:3]):
-        assert {k: v for k, v in mine.items() if k != 'pipeline'} == \
-            {k: v for k, v in base.items() if k != 'pipeline'}
+    # the same 19 datasets; the RefCOCO ones get v1's instruction with the
+    # model's suffix (per-dataset override), everything else the 4B's
+    from projects.sa2va.datasets.mixing import _merge, apply_pipeline_defaults
+    assert mix.datasets == ref.train_dataloader.dataset.datasets
+    per = mix.dataset_pipeline_overrides
+    assert sorted(per) == ['refcoco', 'refcoco+', 'refcocog']
+    for base in mix.datasets:
+        name = base['dataset_name']
+        mine = apply_pipeline_defaults(
+            base, mix.pipeline_defaults,
+            _merge(mix.get('pipeline_overrides'), per.get(name), True))
         t = _encode_step(mine)['template']
-        assert t['INSTRUCTION'] == '<|user|>\n{input}<|end|><|assistant|>\n'
-        assert t['SUFFIX'] == '<|im_end|>' and t['SEP'] == ''
-        assert _encode_step(base)['template']['SUFFIX'] == '<|end|>'
+        if name.startswith('refcoco'):
+            assert t['INSTRUCTION'] == \
+                '<|user|>\n{input}<|end|><|assistant|>\n'
+            assert t['SUFFIX'] == '<|im_end|>' and t['SEP'] == ''
+            assert _encode_step(base)['template']['SUFFIX'] == '<|end|>'
+        else:
+            assert t == template
         # the rest of the pipeline is the base's
-        strip = [s for s in mine['pipeline'] if s['type'] !=
-                 'EncodeConversation']
+        strip = [s for s in mine['pipeline'] if s is not _encode_step(mine)]
         assert strip == [s for s in base['pipeline']
-                         if s['type'] != 'EncodeConversation']
+                         if s is not _encode_step(base)]

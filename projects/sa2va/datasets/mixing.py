@@ -92,6 +92,9 @@ class MixedDataset(Dataset):
             and a dataset that needs its own template keeps it.
         pipeline_overrides: same shape, set regardless of the step (e.g.
             a smaller ``DynamicTiles`` for a CPU demo).
+        dataset_pipeline_overrides: ``{dataset_name: {transform: {arg:
+            value}}}``: overrides for the named children only (they win over
+            ``pipeline_overrides``), e.g. one template for RefCOCO.
         data_root_prefix: ``(old, new)``: children whose ``data_root``
             starts with ``old`` read from ``new`` instead (the family bases
             say ``./data/``; a demo on generated data says ``data/sample/``).
@@ -103,10 +106,20 @@ class MixedDataset(Dataset):
     def __init__(self, datasets: Sequence, repeats: Sequence[float] | None
                  = None, seed: int = 0, pipeline_defaults: dict | None = None,
                  pipeline_overrides: dict | None = None,
-                 data_root_prefix: Sequence[str] | None = None):
+                 data_root_prefix: Sequence[str] | None = None,
+                 dataset_pipeline_overrides: dict | None = None):
+        per_dataset = dict(dataset_pipeline_overrides or {})
+        names = {d.get('dataset_name') for d in datasets if isinstance(d, dict)}
+        unknown = sorted(set(per_dataset) - names)
+        if unknown:
+            raise KeyError(f'dataset_pipeline_overrides names datasets not in '
+                           f'the mix: {unknown}; known: {sorted(map(str, names))}')
         self.datasets = [
             DATASETS.build(apply_pipeline_defaults(
-                d, pipeline_defaults, pipeline_overrides, data_root_prefix))
+                d, pipeline_defaults,
+                _merge(pipeline_overrides, per_dataset.get(
+                    d.get('dataset_name')), inner_wins=True),
+                data_root_prefix))
             if isinstance(d, dict) else d for d in datasets
         ]
         if not self.datasets:
