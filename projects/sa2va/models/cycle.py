@@ -48,7 +48,8 @@ from ..constants import IGNORE_INDEX, SEG_TOKEN
 from ..datasets.collate import collate_bookkeeping
 from ..datasets.refvos import ANSWER_LIST, SEG_QUESTIONS
 from ..registry import DATA_SAMPLERS, FUNCTIONS, MODELS, OPTIM_WRAPPERS
-from ..transforms.functional import normalize_uint8, visual_prompt_text
+from ..transforms.functional import (derive_mask_caption_batch, normalize_uint8,
+                                     visual_prompt_text)
 from ..transforms.text import ConversationEncoder, image_block
 from .data_preprocessor import Sa2VADataPreprocessor
 from .gumbel import (allowed_token_ids, corrupt_tokens, mix_embedding_rows,
@@ -64,6 +65,10 @@ CAPTION_INSTRUCTION = 'Please generate a detailed description for the given imag
 _SLOT = '\x00CAPTION\x00'
 _CYCLE_KEYS = ('pixel_values1', 'pixel_values2', 'g_pixel_values1', 'g_pixel_values2',
                'prompt_masks1', 'prompt_masks2', 'masks1', 'masks2')
+#: "option A" keys (``MaskCaptionOutputs(route='option_a')``): stacked by the
+#: collate, turned into ``pixel_values{k}`` / ``prompt_masks{k}`` / ``masks{k}``
+#: by :class:`MaskCaptionCycleDataPreprocessor`; the model never sees them.
+_OPTION_A_KEYS = ('image1', 'image2', 'mask1', 'mask2')
 
 
 # --------------------------------------------------------------------- batching
@@ -71,14 +76,18 @@ _CYCLE_KEYS = ('pixel_values1', 'pixel_values2', 'g_pixel_values1', 'g_pixel_val
 def mask_caption_cycle_collate(instances: Sequence[dict]) -> dict:
     """Stack mask <-> caption samples into one cycle batch.
 
-    Per sample (``MaskCaptionOutputs``): ``pixel_values{1,2} (3, s, s)``
-    float32 normalised or uint8, ``g_pixel_values{1,2} (3, S, S) uint8``,
-    ``prompt_masks{1,2} (16, 16) bool``, ``masks{1,2} (S', S') float32``
-    {0, 1}, ``caption`` (str or None), ``dataset_type`` (str),
-    ``data_stats`` (dict), ``meta`` (dict).
+    Per sample (``MaskCaptionOutputs``), ``route='direct'``:
+    ``pixel_values{1,2} (3, s, s)`` float32 normalised or uint8,
+    ``g_pixel_values{1,2} (3, S, S) uint8``, ``prompt_masks{1,2} (16, 16)
+    bool``, ``masks{1,2} (S, S) float32`` {0, 1}; ``route='option_a'``:
+    ``image{1,2} (3, S, S) float32`` ImageNet-normalised, ``mask{1,2} (S,
+    S) float32`` {0, 1} and ``g_pixel_values{1,2}`` (the preprocessor
+    derives the rest); both: ``caption`` (str or None), ``dataset_type``
+    (str), ``data_stats`` (dict), ``meta`` (dict).
 
     Returns:
-        dict with every present ``*1`` / ``*2`` key stacked to ``(B, ...)``,
+        dict with every present ``*1`` / ``*2`` key (either route's)
+        stacked to ``(B, ...)``,
         ``captions`` (list of B str or None), ``dataset_types`` (list),
         ``data_stats`` (counters summed), ``meta`` (list). Dual loop:
         samples whose ``dataset_type`` starts with ``dam_`` (the Describe
@@ -111,7 +120,7 @@ def mask_caption_cycle_collate(instances: Sequence[dict]) -> dict:
 
 def _stack_cycle(instances: Sequence[dict]) -> dict:
     batch: dict = {}
-    for key in _CYCLE_KEYS:
+    for key in _CYCLE_KEYS + _OPTION_A_KEYS:
         have = [i for i, s in enumerate(instances) if s.get(key) is not None]
         if not have:
             continue
@@ -132,13 +141,30 @@ def _stack_cycle(instances: Sequence[dict]) -> dict:
 
 @MODELS.register_module()
 class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
-    """Device move and image rules of cycle batches.
+    """Device move and image rules of cycle batches (and of the nested
+    ``dam`` batch of the dual loop).
 
-    ``pixel_values{1,2} (B, 3, s, s)``: uint8 -> /255, ImageNet-normalised
-    (float32), then cast to ``dtype``; float -> cast. ``g_pixel_values{1,2}
-    (B, 3, S, S)`` uint8 -> SAM2-normalised ``sam2_dtype``. Masks and
-    prompt masks are only moved. ``data_stats`` / ``meta`` are dropped.
-    Args as :class:`Sa2VADataPreprocessor`.
+    * "option A" (``image{k} (B, 3, S, S)`` float ImageNet-normalised,
+      ``mask{k} (B, S, S) float`` {0, 1}, k = 1, 2): on the device, batched,
+      :func:`derive_mask_caption_batch` gives ``pixel_values{k} (B, 3,
+      image_size, image_size)`` (bilinear, ``align_corners=False``),
+      ``prompt_masks{k} (B, grid, grid) bool`` (nearest) and ``masks{k}``
+      (``mask{k}`` itself, the GT); ``image{k}`` / ``mask{k}`` are removed.
+      The batch then has the direct route's keys, shapes and dtypes.
+    * ``pixel_values{1,2} (B, 3, s, s)``: uint8 -> /255, ImageNet-normalised
+      (float32), then cast to ``dtype``; float -> cast.
+    * ``g_pixel_values{1,2} (B, 3, S, S)`` uint8 -> SAM2-normalised
+      ``sam2_dtype``.
+    * Masks and prompt masks are only moved. ``data_stats`` / ``meta`` are
+      dropped.
+
+    Args as :class:`Sa2VADataPreprocessor` (``image_size``, ``grid``: the
+    option-A sizes).
+
+    Raises:
+        ValueError: a frame given both ways (``image{k}`` with any of
+        ``pixel_values{k}`` / ``prompt_masks{k}`` / ``masks{k}``), or
+        ``image{k}`` without ``mask{k}`` (or the reverse).
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:
@@ -148,6 +174,8 @@ class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
         data.pop('data_stats', None)
         data.pop('meta', None)
         data = self.cast_data(data)
+        for k in (1, 2):
+            self._derive_option_a(data, k)
         for key in ('pixel_values1', 'pixel_values2'):
             if isinstance(data.get(key), Tensor):
                 pixel = data[key]
@@ -160,6 +188,28 @@ class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
                 data[key] = (normalize_sam2_images(frames, self.sam2_dtype)
                              if frames.dtype == torch.uint8 else frames.to(self.sam2_dtype))
         return data
+
+    def _derive_option_a(self, data: dict, k: int) -> None:
+        """Frame ``k``'s option-A keys -> direct-route keys, in place (the
+        cast of ``pixel_values{k}`` to ``dtype`` follows in ``forward``)."""
+        image, mask = data.get(f'image{k}'), data.get(f'mask{k}')
+        if image is None and mask is None:
+            return
+        if image is None or mask is None:
+            have, lack = ('image', 'mask') if mask is None else ('mask', 'image')
+            raise ValueError(f'option-A frame {k}: the batch has {have}{k} but no {lack}{k} '
+                             f'(MaskCaptionOutputs(route=\'option_a\') gives both)')
+        both = [key for key in (f'pixel_values{k}', f'prompt_masks{k}', f'masks{k}')
+                if data.get(key) is not None]
+        if both:
+            raise ValueError(f'frame {k} is given both ways: option-A image{k} / mask{k} '
+                             f'and direct-route {both}; a batch must come from one '
+                             f"MaskCaptionOutputs route ('direct' or 'option_a')")
+        derived = derive_mask_caption_batch(image.float(), mask, self.image_size, self.grid)
+        del data[f'image{k}'], data[f'mask{k}']
+        data[f'pixel_values{k}'] = derived['pixel_values']
+        data[f'prompt_masks{k}'] = derived['prompt_masks']
+        data[f'masks{k}'] = derived['gt_masks']
 
 
 def interleave_kinds(n_pseudo: int, n_ref: int) -> List[str]:
@@ -806,9 +856,13 @@ class MaskCaptionCycleModel(Sa2VAModel):
         Args:
             captions: B entries; all None -> loop 1 (pseudo captions), all
                 str -> the RefCOCO stream (GT captions). Mixed raises.
-            **batch: ``pixel_values{1,2}``, ``g_pixel_values2``,
-                ``prompt_masks1``, ``masks2`` (see the collate); other
-                ``*1`` / ``*2`` keys are accepted and unused.
+            **batch: ``pixel_values{1,2} (B, 3, 448, 448)`` float,
+                ``g_pixel_values2 (B, 3, S, S)`` SAM2-normalised,
+                ``prompt_masks1 (B, 16, 16) bool``, ``masks2 (B, S, S)``
+                float {0, 1}, as :class:`MaskCaptionCycleDataPreprocessor`
+                gives them for either route (option-A ``image{k}`` /
+                ``mask{k}`` must have been derived there); the other
+                ``*1`` / ``*2`` keys of the collate are accepted and unused.
 
         Returns:
             dict of losses (``loss_mask``, ``loss_dice``, ``loss_seg_llm`` for
@@ -821,7 +875,9 @@ class MaskCaptionCycleModel(Sa2VAModel):
                                       f'got {mode!r}')
         unknown = set(batch) - set(_CYCLE_KEYS)
         if unknown:
-            raise TypeError(f'unexpected batch keys {sorted(unknown)}')
+            hint = (' (option-A keys: run the batch through '
+                    'MaskCaptionCycleDataPreprocessor)' if unknown & set(_OPTION_A_KEYS) else '')
+            raise TypeError(f'unexpected batch keys {sorted(unknown)}{hint}')
         captions = list(captions or [None] * batch['pixel_values2'].shape[0])
         with_text = [c is not None for c in captions]
         if any(with_text) and not all(with_text):
