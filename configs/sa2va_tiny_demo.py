@@ -26,13 +26,14 @@ train_dataloader = dict(
     collate_fn=dict(pad_index=0),
     dataset=dict(
         # every family once (the 4B repeats would only lengthen an epoch)
-        repeats=[1] * 19,
+        repeats=[1] * 21,
         data_root_prefix=('./data/', sample_root),
         pipeline_defaults=dict(
             EncodeConversation=text_settings,
             EncodeLLaVAConversation=text_settings,
             # the tiny SAM2 takes 256 x 256 frames
-            SAM2Input=dict(size=256)),
+            SAM2Input=dict(size=256),
+            MaskCaptionOutputs=dict(sam2_size=256)),
         # at most 2 tiles + thumbnail per image keeps a CPU step short
         pipeline_overrides=dict(DynamicTiles=dict(max_num=2))))
 

@@ -45,7 +45,8 @@ def cfg():
     return base_config('mask_caption')
 
 
-def build(cfg, data, name, pipeline_overrides=None, **kw):
+def build(cfg, data, name, pipeline_overrides=None, pipeline_defaults=None,
+          **kw):
     import projects.sa2va.datasets  # noqa: F401
     from projects.sa2va.registry import DATASETS
     root, _ = data
@@ -54,7 +55,8 @@ def build(cfg, data, name, pipeline_overrides=None, **kw):
     if 'index_cache_dir' in c:
         c['index_cache_dir'] = None
     return DATASETS.build(apply_pipeline_defaults(
-        c, overrides=pipeline_overrides, data_root=('./data/', f'{root}/')))
+        c, defaults=pipeline_defaults, overrides=pipeline_overrides,
+        data_root=('./data/', f'{root}/')))
 
 
 def ref_pixel_values(image):

@@ -433,3 +433,75 @@ def test_batch_without_supervised_tokens_raises(model, samples):
     s['labels'] = torch.full_like(s['labels'], IGNORE_INDEX)
     with pytest.raises(ValueError, match='no supervised token'):
         run_loss(model, collate([s]))
+
+
+# ------------------------------------------------ all six families, real data
+#: one dataset per family of configs/sa2va_tiny_demo.py (family 6 twice: its
+#: two supervised forms, option A)
+SIX_FAMILIES = dict(visual_prompt='osprey_conversation', refseg='refcoco',
+                    refvos='revos', gcg='gcg_refcocog', vqa='llava',
+                    mask_caption_describe='mc_sa2va_refcoco_describe',
+                    mask_caption_segment='mc_sa2va_dam_segment')
+
+
+@pytest.fixture(scope='module')
+def demo_samples(sample_cwd):
+    """Sample 0 of each family's dataset, through the tiny demo's pipelines."""
+    import os
+
+    from mmengine.config import Config
+
+    from projects.sa2va.datasets.inspect import build_dataset_from_config, leaf_datasets
+    from tests.conftest import REPO_ROOT
+    cwd = os.getcwd()
+    os.chdir(sample_cwd)
+    try:
+        cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'sa2va_tiny_demo.py'))
+        leaves = {d.dataset_name: d for d in leaf_datasets(build_dataset_from_config(cfg))}
+        return {family: leaves[name][0] for family, name in SIX_FAMILIES.items()}
+    finally:
+        os.chdir(cwd)
+
+
+def test_six_families_from_the_demo_pipelines_forward_backward(model, demo_samples):
+    batch = collate(demo_samples.values())
+    # family 6 went through option A: placeholders for the preprocessor
+    assert batch['option_a_images'].shape[0] == 2
+    assert batch['option_a_masks'].shape[0] == 1
+    model.zero_grad(set_to_none=True)
+    data = model.data_preprocessor(copy.deepcopy(batch), True)
+    assert all(m is not None and m.dtype == torch.bool for m in data['prompt_masks'])
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'loss_llm', 'loss_mask', 'loss_dice'}
+    for key, value in losses.items():
+        assert value.ndim == 0 and torch.isfinite(value) and float(value) > 0, key
+    model.parse_losses(losses)[0].backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == trainable_names(model)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.zero_grad(set_to_none=True)
+
+
+def test_option_a_equals_the_precomputed_tiles_and_grids(model, demo_samples):
+    """The preprocessor's option-A derivation gives the model exactly what a
+    sample carrying the derived tile / grid itself gives."""
+    from projects.sa2va.transforms.functional import (option_a_prompt_masks,
+                                                      option_a_tiles)
+    option_a = [demo_samples['mask_caption_describe'], demo_samples['mask_caption_segment']]
+    direct = []
+    for s in option_a:
+        s = dict(s)
+        if 'option_a_image' in s:
+            s['pixel_values'] = option_a_tiles(s.pop('option_a_image')[None])
+        if 'option_a_mask' in s:
+            s['prompt_masks'] = option_a_prompt_masks(s.pop('option_a_mask')[None])
+            s['vp_overall_mask'] = torch.tensor([True])
+        direct.append(s)
+    results = []
+    for samples in (option_a, direct):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            results.append(run_loss(model, collate(samples)))
+    assert {k: float(v) for k, v in results[0].items()} == \
+        {k: float(v) for k, v in results[1].items()}
+    assert float(results[0]['loss_mask']) > 0

@@ -53,18 +53,74 @@ def test_frames_of_different_sizes_raise():
         Sa2VADataPreprocessor()(raw, False)
 
 
-def test_mask_caption_option_a_derivation():
-    image1 = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    mask1 = torch.zeros(2, 64, 64)
-    mask1[0, :32, :32] = 1          # top-left quarter -> grid cells (0..7, 0..7)
-    mask1[1, 60:, 60:] = 1          # 4 x 4 corner -> cell (15, 15)
-    raw = dict(input_ids=torch.ones(2, 3, dtype=torch.long), image1=image1, mask1=mask1,
-               captions=['a', 'b'])
-    out = Sa2VADataPreprocessor(image_size=28, grid=16)(raw, True)
-    assert 'image1' not in out and 'mask1' not in out and out['captions'] == ['a', 'b']
-    assert out['mc_pixel_values'].shape == (2, 3, 28, 28)
-    pm = out['mc_prompt_masks']
-    assert pm.dtype == torch.bool and pm.shape == (2, 16, 16)
-    assert pm[0, :8, :8].all() and pm[0].sum() == 64
-    assert pm[1].sum() == 1 and pm[1, 15, 15]
-    assert torch.equal(out['mc_gt_masks'], mask1)
+def _option_a_batch():
+    """A visual-prompt sample (uint8 tile) between two option-A samples: a
+    describe one (image + mask) and a segment one (image only)."""
+    from projects.sa2va.datasets.collate import sa2va_collate_fn
+    g = torch.Generator().manual_seed(1)
+    image_d, image_s = torch.randn(2, 3, 64, 64, generator=g)
+    mask_d = torch.zeros(64, 64)
+    mask_d[:32, :32] = 1            # top-left quarter -> grid cells (0..7, 0..7)
+    mask_d[60:, 60:] = 1            # 4 x 4 corner -> cell (15, 15)
+    vp_grid = torch.zeros(1, 16, 16, dtype=torch.bool)
+    vp_grid[0, 3, 4] = True
+    samples = [
+        dict(input_ids=[1, 2], labels=[-100, 2], option_a_image=image_d,
+             option_a_mask=mask_d),
+        dict(input_ids=[3], labels=[3],
+             pixel_values=torch.randint(0, 256, (2, 3, 28, 28), dtype=torch.uint8,
+                                        generator=g),
+             prompt_masks=vp_grid, vp_overall_mask=torch.tensor([True, False])),
+        dict(input_ids=[4, 5, 6], labels=[4, 5, 6], option_a_image=image_s,
+             g_pixel_values=torch.zeros(3, 64, 64, dtype=torch.uint8),
+             masks=torch.ones(1, 64, 64, dtype=torch.uint8)),
+    ]
+    return samples, sa2va_collate_fn(samples), (image_d, image_s, mask_d, vp_grid)
+
+
+def test_mask_caption_option_a_collate_leaves_placeholders():
+    _, batch, (image_d, image_s, mask_d, vp_grid) = _option_a_batch()
+    assert batch['pixel_values'].shape == (4, 3, 28, 28)
+    assert batch['pixel_values'].dtype == torch.uint8
+    assert batch['pixel_values'][[0, 3]].sum() == 0          # placeholders
+    assert batch['num_tiles'] == [1, 2, 1]
+    assert batch['image_flags'].tolist() == [1, 1, 1, 1]
+    assert batch['vp_overall_mask'].tolist() == [True, True, False, False]
+    assert batch['prompt_masks'][0] is None and torch.equal(batch['prompt_masks'][1], vp_grid)
+    assert torch.equal(batch['option_a_images'], torch.stack([image_d, image_s]))
+    assert batch['option_a_tile_index'].tolist() == [0, 3]
+    assert torch.equal(batch['option_a_masks'], mask_d[None])
+    assert batch['option_a_prompt_index'].tolist() == [0]
+    assert batch['grounding_index'] == [2]
+
+
+def test_mask_caption_option_a_derivation_fills_the_placeholders():
+    from projects.sa2va.transforms.functional import normalize_uint8
+    samples, batch, (image_d, image_s, mask_d, vp_grid) = _option_a_batch()
+    out = Sa2VADataPreprocessor(image_size=28, grid=16)(batch, True)
+    assert not any(k.startswith('option_a') for k in out)
+    pv = out['pixel_values']
+    assert pv.shape == (4, 3, 28, 28) and pv.dtype == torch.float32
+    tiles = torch.nn.functional.interpolate(torch.stack([image_d, image_s]), size=(28, 28),
+                                            mode='bilinear', align_corners=False)
+    assert torch.equal(pv[0], tiles[0]) and torch.equal(pv[3], tiles[1])
+    assert torch.equal(pv[1:3], normalize_uint8(samples[1]['pixel_values']))
+    pm = out['prompt_masks']
+    assert pm[0].dtype == torch.bool and pm[0].shape == (1, 16, 16)
+    assert pm[0][0, :8, :8].all() and pm[0].sum() == 65 and pm[0][0, 15, 15]
+    assert torch.equal(pm[1], vp_grid)
+    # the caller's batch is not modified in place
+    assert batch['pixel_values'][0].sum() == 0 and batch['prompt_masks'][0] is None
+
+
+def test_mask_caption_option_a_tile_size_must_match():
+    _, batch, _ = _option_a_batch()
+    with pytest.raises(ValueError, match='image_size must match'):
+        Sa2VADataPreprocessor(image_size=32)(batch, True)
+
+
+def test_sample_without_text_is_named_by_the_collate():
+    from projects.sa2va.datasets.collate import sa2va_collate_fn
+    with pytest.raises(ValueError, match='sample 1 .*mask_caption_cycle_collate'):
+        sa2va_collate_fn([dict(input_ids=[1], labels=[1]),
+                          dict(image1=torch.zeros(3, 8, 8), meta=dict(dataset_name='mc_sa1b'))])

@@ -17,8 +17,15 @@ def test_sa2va_4b_recipe():
     cfg = Config.fromfile(str(REPO / 'configs' / 'sa2va_4b.py'))
     mix = cfg.train_dataloader.dataset
     names = [d['dataset_name'] for d in mix.datasets]
-    assert len(names) == 19 and len(mix.repeats) == 19
+    assert len(names) == 21 and len(mix.repeats) == 21
     repeats = dict(zip(names, mix.repeats))
+    # family 6 with ground-truth captions, in Sa2VA's forms (option A)
+    assert names[-2:] == ['mc_sa2va_refcoco_describe', 'mc_sa2va_dam_segment']
+    assert mix.repeats[-2:] == [1, 1]
+    for d, tasks in zip(mix.datasets[-2:], (['describe'], ['segment'])):
+        steps = {s['type']: s for s in d['pipeline']}
+        assert steps['MaskCaptionOutputs']['route'] == 'option_a'
+        assert steps['MaskCaptionToSa2VA']['tasks'] == tasks
     assert repeats['refcoco'] == repeats['refcocog'] == 4
     assert repeats['revos'] == 10 and repeats['gcg_grandf'] == 10
     assert repeats['mevis'] == repeats['sav_pseudo'] == 4
@@ -51,7 +58,7 @@ def test_tiny_demo_checks_every_dataset(sample_cwd, monkeypatch, capsys):
     assert check_data.main([str(REPO / 'configs' / 'sa2va_tiny_demo.py')]) \
         == 0
     out = capsys.readouterr().out
-    assert 'OK: 19 datasets' in out and ' 0 bad' in out
+    assert 'OK: 21 datasets' in out and ' 0 bad' in out
 
 
 def test_tiny_demo_trains_on_the_mix(sample_cwd):

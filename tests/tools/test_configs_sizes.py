@@ -50,7 +50,7 @@ def test_size_configs(name, path, template, remote, pad, interval):
     assert cfg.model.mllm.llm_lora == ref.model.mllm.llm_lora
     assert cfg.train_dataloader.batch_size == 2
     assert mix.repeats == ref.train_dataloader.dataset.repeats
-    # the same 19 datasets; the RefCOCO ones get v1's instruction with the
+    # the same 21 datasets; the RefCOCO ones get v1's instruction with the
     # model's suffix (per-dataset override), everything else the 4B's
     from projects.sa2va.datasets.mixing import _merge, apply_pipeline_defaults
     assert mix.datasets == ref.train_dataloader.dataset.datasets

@@ -126,3 +126,39 @@ mc_mix_savALL_sa1b2500_oi200k = dict(
 # Describe Anything stream of the dual loop.
 mc_refcoco_stream = mc_refcoco_caption
 mc_dam_stream = mc_describe_anything
+
+# ---------------------------------------------------------------------------
+# Family 6 in the Sa2VA mix (MaskCaptionToSa2VA): the sources with a
+# ground-truth caption train the two loops directly, in Sa2VA's forms, next
+# to the other families in one batch:
+#   'describe' (loop 1, mask -> caption): region prompt on frame 1, the
+#       caption as the answer (the owner's Describe Anything SFT form);
+#   'segment' (loop 2, caption -> mask): a Sa2VA v1 referring question
+#       about the caption, "[SEG]" answer, frame 2's mask as the GT.
+# They take the seed's "option A" route: the worker sends the 1024 image and
+# mask; Sa2VADataPreprocessor derives the 448 tile (bilinear) and the
+# 16 x 16 grid (nearest) on device. Uncaptioned sources (SA-V pairs, SA-1B,
+# OpenImage) have no supervised form: they need the cycle's teacher
+# (configs/mask_caption_cycle_*.py) and raise here.
+# The mix uses RefCOCO for 'describe' (referring-expression generation; its
+# 'segment' form is family 2 already) and Describe Anything for 'segment'
+# (its 'describe' form is family 1's vp_describe_anything).
+def _mc_sa2va_pipeline(load, tasks):
+    return load + [
+        dict(type='MaskCaptionOutputs', route='option_a'),
+        dict(type='MaskCaptionToSa2VA', tasks=tasks),
+        dict(type='EncodeConversation'),
+        dict(type='PackInputs')]
+
+
+mc_sa2va_refcoco_describe = dict(
+    mc_refcoco_caption,
+    dataset_name='mc_sa2va_refcoco_describe',
+    pipeline=_mc_sa2va_pipeline(
+        [dict(type='LoadImage'), dict(type='DecodeMasks')], ['describe']))
+mc_sa2va_dam_segment = dict(
+    mc_describe_anything,
+    dataset_name='mc_sa2va_dam_segment',
+    pipeline=_mc_sa2va_pipeline(
+        [dict(type='LoadImageFromTar', max_open=8), dict(type='DecodeMasks')],
+        ['segment']))

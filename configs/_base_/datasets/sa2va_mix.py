@@ -1,5 +1,7 @@
 # The Sa2VA-4B data mix: every family, with Sa2VA v1's repeats
-# (dataset-formats.md 7.5), as one MixedDataset and its dataloader.
+# (dataset-formats.md 7.5), plus family 6 (the owner's mask <-> caption data
+# with ground-truth captions, in Sa2VA's forms: mask_caption.py), as one
+# MixedDataset and its dataloader.
 # Text settings come from the experiment: it sets
 #   train_dataloader.dataset.pipeline_defaults
 # (tokenizer, template, max_length for EncodeConversation /
@@ -11,6 +13,7 @@ _base_ = [
     './refvos.py',
     './gcg.py',
     './vqa.py',
+    './mask_caption.py',
 ]
 
 sa2va_mix = dict(
@@ -27,6 +30,7 @@ sa2va_mix = dict(
         {{_base_.vp_osprey_conversation}}, {{_base_.vp_osprey_description}},
         {{_base_.vp_osprey_short_form}}, {{_base_.vp_osprey_part_level}},
         {{_base_.vp_osprey_lvis}}, {{_base_.vp_describe_anything}},
+        {{_base_.mc_sa2va_refcoco_describe}}, {{_base_.mc_sa2va_dam_segment}},
     ],
     repeats=[4, 4, 4,          # RefCOCO / + / g (v1 lists each 4 times)
              1,                # LLaVA-665K
@@ -34,7 +38,8 @@ sa2va_mix = dict(
              1,                # Chat-UniVi
              1, 10, 1, 1,      # GCG: RefCOCOg, GranDf, Flickr, OpenPSG
              1, 1, 1, 1, 1,    # Osprey x5
-             1])               # Describe Anything
+             1,                # Describe Anything
+             1, 1])            # mask <-> caption: RefCOCO describe, DAM segment
 
 train_dataloader = dict(
     batch_size=2,

@@ -25,7 +25,8 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
     (uint8 or float, the same for every sample of a batch),
     ``g_pixel_values`` ``(3, S, S)`` or ``(T, 3, S, S)`` uint8, ``masks``
     ``(n_obj * T, H, W)``, ``prompt_masks (n_obj, g, g)``,
-    ``vp_overall_mask (n_i,)``, ``image1``/``mask1`` (mask <-> caption),
+    ``vp_overall_mask (n_i,)``, ``option_a_image``/``option_a_mask``
+    (mask <-> caption, option A),
     ``data_stats`` (dict of counters), ``meta`` (dict).
 
     Args:
@@ -57,12 +58,27 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
           frame counts (1 for an image) per grounding sample, ``masks``:
           list of GT masks, one per grounding sample; ``grounding_index``:
           the batch row of each grounding sample;
-        * ``image1 (B', 3, S, S)``, ``mask1 (B', S, S)`` stacked and
-          ``captions`` (list) when samples carry them;
+        * option A (:class:`~projects.sa2va.datasets.mask_caption.
+          MaskCaptionToSa2VA`): a sample with ``option_a_image (3, S, S)``
+          instead of ``pixel_values`` gets one zero placeholder tile
+          (``image_flags`` 1) that the data preprocessor fills:
+          ``option_a_images (B', 3, S, S)`` with ``option_a_tile_index
+          (B',) long`` (rows of ``pixel_values``); with ``option_a_mask (S,
+          S)`` its ``vp_overall_mask`` is True and its ``prompt_masks``
+          entry is None until the preprocessor puts the derived grid there:
+          ``option_a_masks (B'', S, S)``, ``option_a_prompt_index (B'',)
+          long`` (positions in ``prompt_masks``);
         * ``data_stats``: counters summed over the batch; ``meta``: list.
     """
     if not instances:
         raise ValueError('cannot collate an empty batch')
+    for i, s in enumerate(instances):
+        if s.get('input_ids') is None:
+            raise ValueError(
+                f'sample {i} ({(s.get("meta") or {}).get("dataset_name")}) has '
+                f'no input_ids: every Sa2VA sample needs its text (a mask <-> '
+                f'caption sample needs MaskCaptionToSa2VA in its pipeline, '
+                f'or the cycle model and mask_caption_cycle_collate)')
     batch: dict = {}
     ids = [_as_long(s['input_ids']) for s in instances]
     labels = [_as_long(s['labels']) for s in instances]
@@ -95,8 +111,24 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
     shapes = [tuple(s['pixel_values'].shape[1:]) for s in instances
               if s.get('pixel_values') is not None]
     tile_shape = shapes[0] if shapes else (3, image_size, image_size)
+    oa_images, oa_tile_index, oa_masks, oa_prompt_index = [], [], [], []
     for i, s in enumerate(instances):
         pv = s.get('pixel_values')
+        if pv is None and s.get('option_a_image') is not None:
+            # filled by the data preprocessor (option A)
+            oa_images.append(s['option_a_image'])
+            oa_tile_index.append(sum(num_tiles))
+            pv = torch.zeros((1, ) + tile_shape, dtype=tile_dtype)
+            flags.append(torch.ones(1, dtype=torch.long))
+            tiles.append(pv)
+            num_tiles.append(1)
+            has_prompt = s.get('option_a_mask') is not None
+            vp.append(torch.full((1, ), has_prompt, dtype=torch.bool))
+            if has_prompt:
+                oa_masks.append(s['option_a_mask'])
+                oa_prompt_index.append(len(prompt_masks))
+                prompt_masks.append(None)
+            continue
         if pv is None:
             if not dummy_image_for_text_only:
                 num_tiles.append(0)
@@ -125,6 +157,12 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
         batch['vp_overall_mask'] = torch.cat(vp)
     batch['num_tiles'] = num_tiles
     batch['prompt_masks'] = prompt_masks
+    if oa_images:
+        batch['option_a_images'] = _stack_same(oa_images, 'option_a_image')
+        batch['option_a_tile_index'] = torch.tensor(oa_tile_index)
+    if oa_masks:
+        batch['option_a_masks'] = _stack_same(oa_masks, 'option_a_mask')
+        batch['option_a_prompt_index'] = torch.tensor(oa_prompt_index)
 
     # SAM2 inputs and ground-truth masks.
     g_pixels, frames_per_batch, masks, grounding_index = [], [], [], []
@@ -146,15 +184,18 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
     batch['masks'] = masks
     batch['grounding_index'] = grounding_index
 
-    # The owner's mask <-> caption intermediate format.
-    with_pair = [s for s in instances if s.get('image1') is not None]
-    if with_pair:
-        batch['image1'] = torch.stack([s['image1'] for s in with_pair])
-        batch['mask1'] = torch.stack([s['mask1'] for s in with_pair])
-        batch['captions'] = [s.get('caption') for s in with_pair]
-
     batch.update(collate_bookkeeping(instances))
     return batch
+
+
+def _stack_same(tensors: Sequence[torch.Tensor], key: str) -> torch.Tensor:
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) != 1:
+        raise ValueError(f'{key} differs in shape between samples: '
+                         f'{sorted(shapes)}; every option-A sample of a batch '
+                         f'must have the same size (MaskCaptionOutputs '
+                         f'sam2_size)')
+    return torch.stack(list(tensors))
 
 
 def collate_bookkeeping(instances: Sequence[dict]) -> dict:

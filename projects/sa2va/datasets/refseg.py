@@ -174,6 +174,34 @@ class RefCOCODataset(Sa2VABaseDataset):
         return text + 256 * estimate_tiles(w, h, max_num=self.max_num_tiles)
 
 
+def referring_turn(text: str, rng, questions=SEG_QUESTIONS,
+                   answers=ANSWER_LIST, first: bool = False,
+                   what: str = 'the object') -> tuple[str, dict]:
+    """One Sa2VA v1 referring turn about ``text``.
+
+    The phrase is ``text`` without one trailing ``.``; the turn is
+    ``{input: questions[q].format(class_name=phrase), output: answers[a]}``
+    (``q`` then ``a`` drawn from ``rng``), both stripped, the input prefixed
+    by ``<image>\\n`` when ``first``.
+
+    Returns:
+        ``(phrase, turn)``.
+
+    Raises:
+        RecordError: ``'empty_text'`` when the phrase is blank (``what``
+        names the object in the message).
+    """
+    phrase = text[:-1] if text.endswith('.') else text
+    if not phrase.strip():
+        raise RecordError('empty_text', f'{what} has an empty sentence')
+    question = questions[int(rng.integers(len(questions)))].format(
+        class_name=phrase)
+    answer = answers[int(rng.integers(len(answers)))]
+    if first:
+        question = IMAGE_PLACEHOLDER + '\n' + question
+    return phrase, dict(input=question.strip(), output=answer.strip())
+
+
 @TRANSFORMS.register_module()
 class SampleReferringObjects(BaseTransform):
     """Draw the sample's objects and write Sa2VA v1's referring questions.
@@ -218,18 +246,10 @@ class SampleReferringObjects(BaseTransform):
         segs, phrases, conv = [], [], []
         for i, k in enumerate(picks):
             obj = objects[int(k)]
-            phrase = obj['text']
-            if phrase.endswith('.'):
-                phrase = phrase[:-1]
-            if not phrase.strip():
-                raise RecordError('empty_text', f'object {int(k)} has an '
-                                  f'empty sentence')
-            question = self.questions[int(rng.integers(len(
-                self.questions)))].format(class_name=phrase)
-            answer = self.answers[int(rng.integers(len(self.answers)))]
-            if i == 0:
-                question = IMAGE_PLACEHOLDER + '\n' + question
-            conv.append(dict(input=question.strip(), output=answer.strip()))
+            phrase, turn = referring_turn(obj['text'], rng, self.questions,
+                                          self.answers, first=i == 0,
+                                          what=f'object {int(k)}')
+            conv.append(turn)
             segs.append(polygon_parts(obj['segmentation']))
             phrases.append(phrase)
         results['segmentations'] = segs

@@ -8,7 +8,8 @@ from mmengine.model import BaseDataPreprocessor
 
 from ..constants import GRID_SIZE, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from ..registry import MODELS
-from ..transforms.functional import derive_mask_caption_batch, normalize_uint8
+from ..transforms.functional import (normalize_uint8, option_a_prompt_masks,
+                                     option_a_tiles)
 from .sam2 import normalize_sam2_images
 
 
@@ -33,12 +34,14 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
       frames) become one ``(F, 3, S, S)`` tensor, SAM2-normalised
       (``/255``, ImageNet mean/std, in float32) and cast to ``sam2_dtype``;
       an empty list becomes None.
-    * mask <-> caption "option A" (``image1 (B', 3, S, S)`` normalised
-      float, ``mask1 (B', S, S)`` {0, 1}): the seed's batch derivation
-      (:func:`derive_mask_caption_batch`) adds ``mc_pixel_values (B', 3,
-      448, 448)`` (bilinear, cast to ``dtype``), ``mc_prompt_masks (B', 16,
-      16) bool`` (nearest) and ``mc_gt_masks (B', S, S)``; ``image1`` and
-      ``mask1`` are removed, ``captions`` kept.
+    * mask <-> caption "option A" (the seed's derivation, batched): the
+      collate's ``option_a_images (B', 3, S, S)`` (normalised float) become
+      448 tiles (:func:`option_a_tiles`, bilinear) written into
+      ``pixel_values`` at ``option_a_tile_index``; ``option_a_masks (B'', S,
+      S)`` {0, 1} become ``(1, 16, 16) bool`` grids
+      (:func:`option_a_prompt_masks`, nearest) put into ``prompt_masks`` at
+      ``option_a_prompt_index``; the four keys are removed. The GT masks of
+      option-A samples are already in ``masks`` (the 1024 mask).
     * ``masks`` (GT, list of ``(n_obj * T, H, W)``) are only moved, never
       resized here (the loss resizes them to the prediction size).
     * ``data_stats`` and ``meta`` are removed (the hooks read them from the
@@ -68,7 +71,8 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
         Returns:
             the same dict on device: ``pixel_values (N, 3, s, s)`` float
             ``dtype``, ImageNet-normalised; ``g_pixel_values (F, 3, S, S)``
-            float ``sam2_dtype`` or None; option-A keys as above.
+            float ``sam2_dtype`` or None; option-A tiles and grids in place
+            (see above).
         """
         data = dict(data)
         data.pop('data_stats', None)
@@ -81,14 +85,32 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
             data['pixel_values'] = pixel.to(self.dtype)
         if 'g_pixel_values' in data:
             data['g_pixel_values'] = self._sam2_frames(data['g_pixel_values'])
-        if data.get('image1') is not None:
-            derived = derive_mask_caption_batch(
-                data.pop('image1').float(), data.pop('mask1'),
-                self.image_size, self.grid)
-            data['mc_pixel_values'] = derived['pixel_values'].to(self.dtype)
-            data['mc_prompt_masks'] = derived['prompt_masks']
-            data['mc_gt_masks'] = derived['gt_masks']
+        if 'option_a_images' in data:
+            self._fill_option_a(data)
         return data
+
+    def _fill_option_a(self, data: dict) -> None:
+        """Derive option-A tiles and grids and put them in their places."""
+        images = data.pop('option_a_images')
+        rows = data.pop('option_a_tile_index')
+        masks = data.pop('option_a_masks', None)
+        slots = data.pop('option_a_prompt_index', None)
+        pixel = data['pixel_values']
+        tiles = option_a_tiles(images.float(), self.image_size)
+        if tuple(tiles.shape[1:]) != tuple(pixel.shape[1:]):
+            raise ValueError(
+                f'option-A tiles are {tuple(tiles.shape[1:])} but the '
+                f"batch's tiles are {tuple(pixel.shape[1:])}: the data "
+                f'preprocessor image_size must match the tile size of the '
+                f'other datasets')
+        data['pixel_values'] = pixel.index_copy(0, rows.to(pixel.device),
+                                                tiles.to(pixel.dtype))
+        if masks is not None:
+            grids = option_a_prompt_masks(masks, self.grid)
+            prompt_masks = list(data['prompt_masks'])
+            for j, slot in enumerate(slots.tolist()):
+                prompt_masks[slot] = grids[j:j + 1]
+            data['prompt_masks'] = prompt_masks
 
     def _sam2_frames(self, frames) -> Optional[torch.Tensor]:
         """List of ``(3, S, S) uint8`` (or a stacked tensor) -> ``(F, 3, S,

@@ -69,8 +69,9 @@ SAM2_LOSS_UNREACHABLE = ('sam_mask_decoder.iou_prediction_head',
 
 # Batch keys that are bookkeeping, not model inputs.
 _IGNORED_KEYS = ('num_tiles', 'data_stats', 'meta')
-_MASK_CAPTION_KEYS = ('mc_pixel_values', 'mc_prompt_masks', 'mc_gt_masks',
-                      'image1', 'mask1', 'captions')
+# Option-A keys of the collate, consumed by Sa2VADataPreprocessor.
+_OPTION_A_KEYS = ('option_a_images', 'option_a_tile_index', 'option_a_masks',
+                  'option_a_prompt_index')
 
 
 def _plain(cfg):
@@ -424,10 +425,12 @@ class Sa2VAModel(BaseModel):
                 low-res logits ``(R, 1, h, w)`` (R = sum n_obj * T) or None.
         """
         unknown = set(kwargs) - set(_IGNORED_KEYS)
-        if unknown & set(_MASK_CAPTION_KEYS):
-            raise NotImplementedError(
-                'mask <-> caption (option A) batches are consumed by the cycle '
-                'model, not by Sa2VAModel; keep them out of its datasets')
+        if unknown & set(_OPTION_A_KEYS) or (
+                prompt_masks and any(m is None for m in prompt_masks)):
+            raise ValueError('the batch has option-A mask <-> caption samples '
+                             'whose tiles / prompt grids are not derived yet: '
+                             'pass it through the data preprocessor '
+                             '(Sa2VADataPreprocessor) first')
         if unknown:
             raise TypeError(f'Sa2VAModel.forward got unexpected keys {sorted(unknown)}')
         if mode not in ('loss', 'predict', 'tensor'):

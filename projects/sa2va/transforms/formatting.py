@@ -154,8 +154,8 @@ class PackInputs(BaseTransform):
     """
 
     DEFAULT_KEYS = ('input_ids', 'labels', 'pixel_values', 'g_pixel_values',
-                    'masks', 'prompt_masks', 'vp_overall_mask', 'image1',
-                    'mask1', 'caption')
+                    'masks', 'prompt_masks', 'vp_overall_mask',
+                    'option_a_image', 'option_a_mask')
 
     def __init__(self, keys=DEFAULT_KEYS,
                  meta_keys=('img_path', 'sample_idx', 'ori_shape',

@@ -30,7 +30,7 @@ __all__ = [
     'rle_counts_from_string', 'pool_prompt_masks', 'repair_empty_prompt_masks',
     'region_token_counts', 'visual_prompt_text', 'mask_caption_item',
     'resize_mask_nearest',
-    'derive_mask_caption_batch'
+    'derive_mask_caption_batch', 'option_a_tiles', 'option_a_prompt_masks'
 ]
 
 
@@ -591,6 +591,28 @@ def mask_caption_item(image: Image.Image, mask, caption: str | None = None,
                 caption=caption)
 
 
+def option_a_tiles(images: torch.Tensor,
+                   image_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Option A's vision tiles: ``(B, 3, S, S) float`` ImageNet-normalised
+    -> ``(B, 3, image_size, image_size)`` (bilinear, ``align_corners=
+    False``), same dtype."""
+    if images.ndim != 4:
+        raise ValueError(f'expected images (B, 3, S, S), got '
+                         f'{tuple(images.shape)}')
+    return F.interpolate(images, size=(image_size, image_size),
+                         mode='bilinear', align_corners=False)
+
+
+def option_a_prompt_masks(masks: torch.Tensor,
+                          grid: int = GRID_SIZE) -> torch.Tensor:
+    """Option A's prompt grids: ``(B, S, S)`` {0, 1} -> ``(B, grid, grid)
+    bool`` (nearest; the same rule as :func:`pool_prompt_masks` 'nearest')."""
+    if masks.ndim != 3:
+        raise ValueError(f'expected masks (B, S, S), got {tuple(masks.shape)}')
+    return F.interpolate(masks[:, None].float(), size=(grid, grid),
+                         mode='nearest')[:, 0].bool()
+
+
 def derive_mask_caption_batch(image1: torch.Tensor, mask1: torch.Tensor,
                               image_size: int = IMAGE_SIZE,
                               grid: int = GRID_SIZE) -> dict:
@@ -601,17 +623,15 @@ def derive_mask_caption_batch(image1: torch.Tensor, mask1: torch.Tensor,
         mask1: ``(B, S, S) float`` in {0, 1}.
 
     Returns:
-        dict with ``pixel_values (B, 3, image_size, image_size)`` (bilinear,
-        ``align_corners=False``), ``prompt_masks (B, grid, grid) bool``
-        (nearest) and ``gt_masks (B, S, S)`` (``mask1`` itself, for the loss
-        after resizing to the prediction size).
+        dict with ``pixel_values (B, 3, image_size, image_size)``
+        (:func:`option_a_tiles`), ``prompt_masks (B, grid, grid) bool``
+        (:func:`option_a_prompt_masks`) and ``gt_masks (B, S, S)``
+        (``mask1`` itself, for the loss after resizing to the prediction
+        size).
     """
     if image1.ndim != 4 or mask1.ndim != 3:
         raise ValueError(f'expected image1 (B, 3, S, S) and mask1 (B, S, S), '
                          f'got {tuple(image1.shape)} and {tuple(mask1.shape)}')
-    pixel_values = F.interpolate(image1, size=(image_size, image_size),
-                                 mode='bilinear', align_corners=False)
-    prompt_masks = F.interpolate(mask1[:, None].float(), size=(grid, grid),
-                                 mode='nearest')[:, 0].bool()
-    return dict(pixel_values=pixel_values, prompt_masks=prompt_masks,
+    return dict(pixel_values=option_a_tiles(image1, image_size),
+                prompt_masks=option_a_prompt_masks(mask1, grid),
                 gt_masks=mask1)
