@@ -8,7 +8,10 @@ tiny tokenizer, builds the datasets of ``configs/sa2va_tiny_demo.py`` with
 the real sizes (SAM2 input 1024, up to 12 tiles + thumbnail) and times
 ``dataset[i]`` for each, with tiling and without (one tile), and with
 uint8 vs float32 tiles. Also reports the bytes a sample sends from a worker
-to the trainer.
+to the trainer, and, for family 6 in the Sa2VA mix (``mc_sa2va_*``), the
+seed's option A (1024 image to the trainer, tile and grid derived by
+``Sa2VADataPreprocessor``) against the direct route (uint8 tile made in the
+worker), with the preprocessor's batched derivation time on this CPU.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ def sample_bytes(sample: dict) -> int:
     return total
 
 
-def build(root: str, tiles: bool, as_uint8: bool):
+def build(root: str, tiles: bool, as_uint8: bool, mc_outputs=None):
     from mmengine.config import Config
 
     from projects.sa2va.datasets.inspect import (build_dataset_from_config,
@@ -47,8 +50,43 @@ def build(root: str, tiles: bool, as_uint8: bool):
                                     EncodeLLaVAConversation=text)
     ds_cfg.pipeline_overrides = dict(
         DynamicTiles=dict(max_num=12) if tiles else dict(enabled=False),
-        ImagesToTensor=dict(as_uint8=as_uint8))
+        ImagesToTensor=dict(as_uint8=as_uint8),
+        MaskCaptionOutputs=dict(mc_outputs or {}, sam2_size=1024))
     return leaf_datasets(build_dataset_from_config(cfg))
+
+
+def time_samples(ds, n: int) -> tuple[float, float]:
+    """``(samples/s, MB per sample)`` of ``ds[i]`` for n samples."""
+    ds[0]  # warm up: tokenizer, shard index, video headers
+    t0 = time.perf_counter()
+    nbytes = 0
+    for i in range(n):
+        nbytes += sample_bytes(ds[i % len(ds)])
+    return n / (time.perf_counter() - t0), nbytes / n / 2**20
+
+
+def option_a_table(root: str, n: int, batch: int = 8) -> None:
+    """Family 6 in the Sa2VA mix: option A vs the direct route."""
+    from projects.sa2va.datasets.collate import sa2va_collate_fn
+    from projects.sa2va.models import Sa2VADataPreprocessor
+    print('\n| family-6 dataset | route | samples/s | MB/sample | '
+          f'derivation per batch of {batch} (ms) |')
+    print('|---|---|---|---|---|')
+    pre = Sa2VADataPreprocessor()
+    for route, extra in (('option_a', {}), ('direct', dict(as_uint8=True))):
+        for ds in build(root, False, True, dict(extra, route=route)):
+            if not ds.dataset_name.startswith('mc_sa2va'):
+                continue
+            rate, mb = time_samples(ds, n)
+            samples = [ds[i % len(ds)] for i in range(batch)]
+            collated = sa2va_collate_fn(samples)
+            pre(collated)
+            t0 = time.perf_counter()
+            for _ in range(5):
+                pre(collated)
+            ms = (time.perf_counter() - t0) / 5 * 1e3
+            print(f'| {ds.dataset_name} | {route} | {rate:.1f} | {mb:.1f} | '
+                  f'{ms:.0f} (whole preprocessor) |')
 
 
 def main(argv=None):
@@ -72,15 +110,8 @@ def main(argv=None):
                                    ('one tile, uint8', False, True),
                                    ('tiles, float32', True, False)]:
         for ds in build(root, tiles, as_uint8):
-            name = ds.dataset_name
-            ds[0]  # warm up: tokenizer, shard index, video headers
-            t0 = time.perf_counter()
-            nbytes = 0
-            for i in range(args.n):
-                nbytes += sample_bytes(ds[i % len(ds)])
-            dt = time.perf_counter() - t0
-            rows.setdefault(name, {})[label] = (args.n / dt,
-                                                nbytes / args.n / 2**20)
+            rows.setdefault(ds.dataset_name, {})[label] = time_samples(
+                ds, args.n)
     labels = ['tiles, uint8', 'one tile, uint8', 'tiles, float32']
     print('| dataset | ' + ' | '.join(f'{l}: samples/s (MB/sample)'
                                       for l in labels) + ' |')
@@ -88,6 +119,7 @@ def main(argv=None):
     for name, by in rows.items():
         cells = [f'{by[l][0]:.1f} ({by[l][1]:.1f})' for l in labels]
         print(f'| {name} | ' + ' | '.join(cells) + ' |')
+    option_a_table(root, args.n)
 
 
 if __name__ == '__main__':

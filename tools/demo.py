@@ -70,7 +70,8 @@ def plot_losses(curves: dict, path: str) -> None:
 
 
 def draw_predictions(runner, out_dir: str,
-                     names=('refcoco', 'gcg_grandf', 'revos')) -> list[str]:
+                     names=('refcoco', 'gcg_grandf', 'revos',
+                            'mc_sa2va_dam_segment')) -> list[str]:
     """Predicted vs GT masks (teacher-forced [SEG]) for one sample of each
     named dataset; returns the files written."""
     import matplotlib
@@ -120,6 +121,18 @@ def draw_predictions(runner, out_dir: str,
     return written
 
 
+def iters_options(iters: int) -> list[str]:
+    """``--cfg-options`` for a run of ``iters`` iterations: the demo's
+    linear warm-up (5 iterations, fewer in a shorter run) and the cosine
+    decay to the last iteration."""
+    if iters < 2:
+        raise ValueError(f'--iters must be >= 2 (warm-up + decay), got {iters}')
+    warmup = min(5, iters - 1)
+    return [f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={warmup}',
+            f'default_hooks.logger.interval={min(5, iters)}',
+            f'param_scheduler.1.begin={warmup}', f'param_scheduler.1.end={iters}']
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
@@ -133,8 +146,7 @@ def main(argv=None):
     import train
     cli = [CONFIG, '--work-dir', args.work_dir]
     if args.iters:
-        cli += ['--cfg-options', f'train_cfg.max_iters={args.iters}',
-                f'param_scheduler.1.end={args.iters}']
+        cli += ['--cfg-options', *iters_options(args.iters)]
     runner = train.main(cli)
 
     curves = read_losses(args.work_dir)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,3 +81,40 @@ def test_tiny_demo_trains_on_the_mix(sample_cwd):
             assert key in r and r[key] == r[key] and abs(r[key]) < 1e4
     assert any(r['loss_mask'] > 0 for r in losses)
     assert (work / 'iter_4.pth').exists()
+
+
+@pytest.mark.parametrize('iters', [2, 3, 5, 6, 100])
+def test_demo_iters_give_a_valid_schedule(iters):
+    """A bug: `tools/demo.py --iters 3` built a cosine phase that begins
+    after it ends (begin 5, end 3)."""
+    import argparse
+
+    import torch
+    from mmengine.config import DictAction
+    import mmengine.optim  # noqa: F401  (registers the schedulers)
+    from mmengine.registry import PARAM_SCHEDULERS
+    sys.path.insert(0, str(REPO / 'tools'))
+    try:
+        import demo
+    finally:
+        sys.path.pop(0)
+    cfg = Config.fromfile(str(REPO / 'configs' / 'sa2va_tiny_demo.py'))
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    cfg.merge_from_dict(parser.parse_args(
+        ['--cfg-options', *demo.iters_options(iters)]).cfg_options)
+    assert cfg.train_cfg.max_iters == iters
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    lrs = []
+    scheds = [PARAM_SCHEDULERS.build(dict(s, optimizer=opt)) for s in cfg.param_scheduler]
+    for _ in range(iters):
+        lrs.append(opt.param_groups[0]['lr'])
+        opt.step()
+        for s in scheds:
+            s.step()
+    assert lrs[0] == pytest.approx(0.1)                  # warm-up starts at 0.1 x
+    assert all(0 < lr <= 1.0 + 1e-9 for lr in lrs)
+    if iters > 6:                                        # full warm-up, then decay
+        assert lrs[5] == pytest.approx(1.0) and lrs[-1] < lrs[5]
+    with pytest.raises(ValueError, match='>= 2'):
+        demo.iters_options(1)
