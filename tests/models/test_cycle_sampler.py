@@ -62,3 +62,79 @@ def test_cycle_collate_stacks_and_checks():
     del bad['masks2']
     with pytest.raises(ValueError, match="samples \\[1\\] have no 'masks2'"):
         mask_caption_cycle_collate([_sample(), bad])
+
+
+# ------------------------------------------------------------------- resume
+class _Dual:
+    def __init__(self, p, r, d):
+        self.cumulative_sizes = [p, p + r, p + r + d]
+
+
+@pytest.mark.parametrize('dam', [False, True])
+def test_set_start_gives_the_uninterrupted_tail(dam):
+    def make():
+        if dam:
+            return CycleInterleaveSampler(_Dual(20, 9, 5), batch_size=3, seed=5,
+                                          dam_datasets=1)
+        return CycleInterleaveSampler(_Concat(20, 9), batch_size=3, seed=5)
+
+    s = make()
+    s.set_epoch(2)
+    full = list(s)
+    assert len(full) == len(s) == s.num_samples == 9 * 3 * (2 if dam else 1)
+    for start in (0, 4 * 3 * (2 if dam else 1), 7, len(full)):   # 0, mid-epoch, any, end
+        other = make()
+        other.set_epoch(2)
+        other.set_start(start)
+        assert len(other) == len(full) - start
+        assert list(other) == full[start:], start
+        assert list(other) == full[start:]            # the start stays until set_epoch
+    other.set_epoch(3)
+    assert other.start == 0 and len(other) == len(full) and list(other) != full
+    with pytest.raises(ValueError, match='outside'):
+        other.set_start(len(full) + 1)
+    with pytest.raises(ValueError, match='outside'):
+        other.set_start(-1)
+
+
+class _Counting(torch.utils.data.Dataset):
+    """Indices as samples; records which were loaded."""
+
+    def __init__(self, p, r):
+        self.cumulative_sizes = [p, p + r]
+        self.calls = []
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, i):
+        self.calls.append(i)
+        return i
+
+
+@pytest.mark.parametrize('skip', [0, 4, 9, 13])
+def test_resume_loop_positions_the_sampler_without_loading(skip):
+    from torch.utils.data import DataLoader
+
+    from projects.sa2va.engine.loops import InfiniteDataIterator, position_dataloader
+
+    def loader():
+        ds = _Counting(20, 9)
+        sampler = CycleInterleaveSampler(ds, batch_size=3, seed=5)
+        return ds, DataLoader(ds, batch_size=3, sampler=sampler, num_workers=0,
+                              collate_fn=list)
+
+    _, ref = loader()
+    assert hasattr(ref.sampler, 'set_start')        # what position_dataloader checks
+    ref_it = InfiniteDataIterator(ref)
+    stream = [next(ref_it) for _ in range(skip + 6)]   # 9 batches per epoch
+    ds, dl = loader()
+    it = InfiniteDataIterator(dl)
+    it.seek(skip)
+    assert [next(it) for _ in range(6)] == stream[skip:]
+    assert len(ds.calls) == 18                      # only the batches trained were loaded
+    ds, dl = loader()
+    batches = list(position_dataloader(dl, 1, 5))
+    assert len(ds.calls) == 4 * 3 and len(batches) == 4
+    dl.sampler.set_epoch(1)
+    assert sum(batches, []) == list(dl.sampler)[15:]

@@ -237,7 +237,15 @@ class CycleInterleaveSampler(torch.utils.data.Sampler):
     Every rank gets its own shard of both parts but the same sequence of
     batch kinds (counts come from the global sizes), so collectives in the
     model line up. Deterministic given ``seed`` and the epoch
-    (``set_epoch``); resuming mmengine's loops replays the same order.
+    (``set_epoch``).
+
+    Resume (the contract of ``LengthGroupedSampler``, used by
+    ``engine.loops.position_dataloader``): ``set_start(k)`` makes the
+    current epoch's iteration begin at this rank's ``k``-th index (``k`` =
+    batches trained x the dataloader's batch size, so with ``dam_datasets``
+    the DAM blocks count too) without producing the skipped ones; the rest
+    equals the uninterrupted epoch's tail. ``len`` is what the next
+    ``__iter__`` yields; ``set_epoch`` starts the new epoch from index 0.
 
     Args:
         dataset: a ``MixedDataset`` whose last ``ref_datasets`` parts are
@@ -285,6 +293,7 @@ class CycleInterleaveSampler(torch.utils.data.Sampler):
         self.shuffle = shuffle
         self.seed = sync_random_seed() if seed is None else int(seed)
         self.epoch = 0
+        self.start = 0
         self.n_p = self.n_pseudo_samples // self.world // self.batch_size
         ref_batches = self.n_ref_samples // self.world // self.batch_size
         if refcoco_ratio is None:
@@ -309,7 +318,9 @@ class CycleInterleaveSampler(torch.utils.data.Sampler):
             out += (shard + offset).tolist()
         return out[:count]
 
-    def __iter__(self):
+    def epoch_indices(self) -> List[int]:
+        """This rank's whole order of the current epoch (``start``
+        ignored)."""
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         bs = self.batch_size
         pseudo = iter(self._order(self.n_pseudo_samples, self.n_p * bs, 0, g))
@@ -318,19 +329,41 @@ class CycleInterleaveSampler(torch.utils.data.Sampler):
         dam = iter(self._order(self.n_dam_samples, len(self.kinds) * bs,
                                self.n_pseudo_samples + self.n_ref_samples, g)
                    if self.n_dam_samples else [])
+        out: List[int] = []
         for kind in self.kinds:
             source = ref if kind == 'r' else pseudo
-            for _ in range(bs):
-                yield next(source)
+            out += [next(source) for _ in range(bs)]
             if self.n_dam_samples:
-                for _ in range(bs):
-                    yield next(dam)
+                out += [next(dam) for _ in range(bs)]
+        return out
 
-    def __len__(self) -> int:
+    def __iter__(self):
+        return iter(self.epoch_indices()[self.start:])
+
+    @property
+    def num_samples(self) -> int:
+        """Indices of a whole epoch on this rank."""
         return len(self.kinds) * self.batch_size * (2 if self.n_dam_samples else 1)
 
+    def __len__(self) -> int:
+        """Indices the next ``__iter__`` yields (``num_samples - start``)."""
+        return self.num_samples - self.start
+
     def set_epoch(self, epoch: int) -> None:
+        """A new order per epoch (called by mmengine's loops); resets the
+        start position to 0."""
         self.epoch = int(epoch)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Begin this epoch at this rank's index ``start`` (``0 <= start <=
+        num_samples``; a multiple of the dataloader's batch size for whole
+        batches)."""
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f'start {start} outside [0, {self.num_samples}] '
+                             f'for a sampler of {self.num_samples} samples '
+                             f'per rank')
+        self.start = int(start)
 
 
 # ------------------------------------------------------------------------ helpers
