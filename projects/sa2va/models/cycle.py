@@ -618,9 +618,8 @@ class MaskCaptionCycleModel(Sa2VAModel):
     def export_model_cfg(cls, model_cfg: dict) -> dict:
         """The ``model`` config of the exported student: ``Sa2VAModel`` with
         the cycle keys removed and ``Sa2VADataPreprocessor`` (same dtypes).
-        Pass it to ``evaluation.export.export_model`` (see
-        docs/mask_caption_cycle.md: ``export_from_config`` still passes the
-        training config unchanged)."""
+        Pass it to ``evaluation.export.export_model`` (``export_from_config``,
+        i.e. ``tools/export.py``, does so for a model that has this method)."""
         cfg = {k: v for k, v in dict(model_cfg).items() if k not in cls.CYCLE_KEYS}
         cfg['type'] = 'Sa2VAModel'
         pre = dict(cfg.get('data_preprocessor') or {})
