@@ -3,8 +3,8 @@
 ``tiny`` (default): the model of ``configs/_base_/models/sa2va_tiny.py`` on
 a batch with one sample of each family (image RES 2 objects, video RES 2
 objects x 2 frames, visual prompt 2 regions, VQA with an image, text-only,
-GCG 3 phrases; 7 tiles of 448 px, 4 SAM2 frames of 256 px, ~520 tokens per
-row), through ``model.train_step`` with an AdamW ``OptimWrapper`` (data
+GCG 3 phrases, mask <-> caption describe and segment through option A; 9
+tiles of 448 px, 5 SAM2 frames of 256 px), through ``model.train_step`` with an AdamW ``OptimWrapper`` (data
 preprocessor, forward, ``parse_losses``, backward, step) -- what the mmengine
 runner does per iteration.
 

@@ -71,9 +71,11 @@ def prompt_grid(cells):
 
 
 def family_samples(tok):
-    """One sample per family: image RES (2 objects), video RES (1 object x
-    2 frames... here 2 objects x 2 frames), visual prompt (2 regions), VQA
-    with an image, text-only VQA, GCG (3 phrases)."""
+    """One sample per family: image RES (2 objects), video RES (2 objects x
+    2 frames), visual prompt (2 regions), VQA with an image, text-only VQA,
+    GCG (3 phrases), and mask <-> caption in its two Sa2VA forms through
+    option A (describe: 1024-style image + mask, the grid derived by the
+    preprocessor; segment: image, SAM2 frame and GT mask)."""
     t = Ids(tok)
     w = t.words
     res = _sample(t.image_block(1) + w, w[:2] + [t.seg] + w[2:3] + [t.seg], pixel=1,
@@ -91,7 +93,19 @@ def family_samples(tok):
                   [t.p] + w[:1] + [t.p_end, t.seg] + [t.p] + w[1:2] + [t.p_end, t.seg]
                   + [t.p] + w[2:3] + [t.p_end, t.seg], pixel=1,
                   g_pixel_values=_frames(None, 3), masks=_masks(3, 48, 32, 3))
-    return dict(res=res, video=video, vp=vp, vqa=vqa, text=text, gcg=gcg)
+    from projects.sa2va.transforms.functional import option_a_prompt_masks
+    g = torch.Generator().manual_seed(4)
+    mc_mask = torch.zeros(SAM2_SIZE, SAM2_SIZE)
+    mc_mask[40:120, 100:200] = 1
+    k = int(option_a_prompt_masks(mc_mask[None]).sum())
+    mc_describe = _sample(t.image_block(1) + [t.vp] + [t.ctx] * k + [t.vp_end] + w, w[1:4],
+                          option_a_image=torch.randn(3, SAM2_SIZE, SAM2_SIZE, generator=g),
+                          option_a_mask=mc_mask)
+    mc_segment = _sample(t.image_block(1) + w[::-1], w[:1] + [t.seg],
+                         option_a_image=torch.randn(3, SAM2_SIZE, SAM2_SIZE, generator=g),
+                         g_pixel_values=_frames(None, 5), masks=_masks(1, SAM2_SIZE, SAM2_SIZE, 5))
+    return dict(res=res, video=video, vp=vp, vqa=vqa, text=text, gcg=gcg,
+                mc_describe=mc_describe, mc_segment=mc_segment)
 
 
 def collate(samples):
@@ -217,6 +231,26 @@ def test_visual_prompt_rows_land_at_their_context_positions(model, samples):
     # the <vp> blocks sit around them
     vp_id = model.tokenizer.convert_tokens_to_ids('<vp>')
     assert ids[ctx[256] - 1] == vp_id and ids[ctx[259] - 1] == vp_id
+
+
+def test_option_a_region_rows_land_at_their_context_positions(model, samples):
+    """Option A: the preprocessor's nearest grid of the 256 x 256 mask
+    [40:120, 100:200] is cells rows 3..7 x cols 7..12 (pixel 16 i, 16 j), and
+    those rows of the derived tile's features fill the <vp> block."""
+    data = model.data_preprocessor(collate([samples['mc_describe']]), False)
+    mllm = model.mllm
+    expected_cells = [r * 16 + c for r in range(3, 8) for c in range(7, 13)]
+    assert torch.nonzero(data['prompt_masks'][0][0].flatten()).flatten().tolist() == \
+        expected_cells
+    with torch.no_grad():
+        embeds = mllm.build_inputs_embeds(data['input_ids'], data['pixel_values'],
+                                          data['image_flags'], data['vp_overall_mask'],
+                                          data['prompt_masks'])
+        tile = mllm.extract_feature(data['pixel_values'])[0]
+    ctx = torch.nonzero(data['input_ids'][0] == mllm.img_context_token_id).flatten()
+    assert len(ctx) == 256 + 30
+    assert torch.allclose(embeds[0, ctx[:256]], tile, atol=1e-6)
+    assert torch.allclose(embeds[0, ctx[256:]], tile[expected_cells], atol=1e-6)
 
 
 def test_mismatched_token_counts_raise(model, samples):
