@@ -109,7 +109,7 @@ class CycleDemoHook(Hook):
                     g2 = raw['g_pixel_values2'][0]
                     pred = F.interpolate(inter['pred'][None].float(), size=g2.shape[-2:],
                                          mode='bilinear', align_corners=False)[0, 0] > 0
-                    gt = F.interpolate(raw['masks2'][None].float(), size=g2.shape[-2:],
+                    gt = F.interpolate(batch['masks2'][None].float(), size=g2.shape[-2:],
                                        mode='nearest')[0, 0] > 0.5
                     out.append(dict(
                         dataset=raw['dataset_types'][0],
@@ -117,7 +117,7 @@ class CycleDemoHook(Hook):
                         iou=mask_iou(pred.numpy(), gt.numpy()),
                         pseudo_caption=tok.decode(inter['pseudo'][0, :n].tolist()),
                         gumbel_caption=tok.decode(inter['hard_ids'][:n].tolist()),
-                        _image1=raw['g_pixel_values1'][0], _prompt=raw['prompt_masks1'][0],
+                        _image1=raw['g_pixel_values1'][0], _prompt=batch['prompt_masks1'][0],
                         _image2=g2, _pred=pred, _gt=gt))
         finally:
             model.train(was_training)
