@@ -73,7 +73,9 @@ def option_a_table(root: str, n: int, batch: int = 8) -> None:
           f'derivation per batch of {batch} (ms) |')
     print('|---|---|---|---|---|')
     pre = Sa2VADataPreprocessor()
-    for route, extra in (('option_a', {}), ('direct', dict(as_uint8=True))):
+    for route, extra in (('option_a', dict(as_uint8=True)),
+                         ('option_a', dict(as_uint8=False)),
+                         ('direct', dict(as_uint8=True))):
         for ds in build(root, False, True, dict(extra, route=route)):
             if not ds.dataset_name.startswith('mc_sa2va'):
                 continue
@@ -85,7 +87,8 @@ def option_a_table(root: str, n: int, batch: int = 8) -> None:
             for _ in range(5):
                 pre(collated)
             ms = (time.perf_counter() - t0) / 5 * 1e3
-            print(f'| {ds.dataset_name} | {route} | {rate:.1f} | {mb:.1f} | '
+            kind = 'uint8' if extra.get('as_uint8') else 'float32'
+            print(f'| {ds.dataset_name} | {route}, {kind} | {rate:.1f} | {mb:.1f} | '
                   f'{ms:.0f} (whole preprocessor) |')
 
 
@@ -94,6 +97,8 @@ def main(argv=None):
     parser.add_argument('--root', default='work_dirs/bench_data')
     parser.add_argument('-n', type=int, default=20,
                         help='samples timed per dataset')
+    parser.add_argument('--family6-only', action='store_true',
+                        help='only the option A vs direct table')
     args = parser.parse_args(argv)
     import torch
     torch.set_num_threads(1)
@@ -105,6 +110,8 @@ def main(argv=None):
     if not osp.exists(osp.join(root, 'tokenizer')):
         build_tiny_tokenizer(osp.join(root, 'tokenizer'))
 
+    if args.family6_only:
+        return option_a_table(root, args.n)
     rows = {}
     for label, tiles, as_uint8 in [('tiles, uint8', True, True),
                                    ('one tile, uint8', False, True),

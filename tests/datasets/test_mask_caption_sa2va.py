@@ -50,7 +50,7 @@ def test_describe_is_the_region_prompt_with_the_caption_as_answer(
     for idx in (0, len(ds) - 1):
         s = ds.prepare_data(idx)
         info, image, mask = _refcoco_record(ds, idx)
-        item = mask_caption_item(image, mask)
+        item = mask_caption_item(image, mask, as_uint8=True)
         # option A: the worker sends the 1024 image and mask, no tile / grid
         assert torch.equal(s['option_a_image'], item['image1'])
         assert torch.equal(s['option_a_mask'], item['mask1'])
@@ -133,3 +133,21 @@ def test_bad_inputs_are_named():
                 ['describe', 'describe']):
         with pytest.raises(ValueError, match='tasks|weights'):
             MaskCaptionToSa2VA(tasks=bad)
+
+
+def test_direct_route_by_override_gives_ordinary_samples(cfg, data, text_defaults):  # noqa: F811
+    from projects.sa2va.datasets.collate import sa2va_collate_fn
+    direct = dict(MaskCaptionOutputs=dict(route='direct', as_uint8=True))
+    describe = build(cfg, data, 'mc_sa2va_refcoco_describe', pipeline_overrides=direct,
+                     pipeline_defaults=text_defaults).prepare_data(0)
+    segment = build(cfg, data, 'mc_sa2va_dam_segment', pipeline_overrides=direct,
+                    pipeline_defaults=text_defaults).prepare_data(0)
+    for s in (describe, segment):
+        assert not any(k.startswith('option_a') for k in s)
+        assert s['pixel_values'].shape == (1, 3, 448, 448)
+        assert s['pixel_values'].dtype == torch.uint8
+    assert describe['prompt_masks'].shape == (1, 16, 16)
+    assert describe['vp_overall_mask'].tolist() == [True]
+    batch = sa2va_collate_fn([describe, segment])
+    assert 'option_a_images' not in batch and batch['num_tiles'] == [1, 1]
+    assert batch['frames_per_batch'] == [1] and batch['grounding_index'] == [1]

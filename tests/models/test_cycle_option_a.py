@@ -72,6 +72,20 @@ def test_option_a_batch_equals_derivation_and_direct_layout():
     assert torch.equal(out['g_pixel_values1'], direct['g_pixel_values1'])
 
 
+def test_option_a_uint8_transport_gives_the_float_batch():
+    """``as_uint8``: a quarter of the bytes leave the workers; after the
+    preprocessor the batch is the float route's, bit for bit."""
+    pre = MaskCaptionCycleDataPreprocessor()
+    raw = mask_caption_cycle_collate(_samples('option_a', as_uint8=True))
+    assert raw['image1'].dtype == torch.uint8 and raw['mask1'].dtype == torch.uint8
+    out = pre(raw)
+    ref = pre(mask_caption_cycle_collate(_samples('option_a')))
+    assert _kinds(out) == _kinds(ref)
+    for key, value in ref.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(out[key], value), key
+
+
 def test_option_a_sizes_follow_the_preprocessor_and_dam_is_derived():
     samples = _samples('option_a', types=('mc_sa1b', 'dam_SAV', 'mc_sa1b', 'dam_SAV'),
                        sam2_size=64)

@@ -341,6 +341,17 @@ def test_mask_caption_item(scale):
         item['mask1'][None, None], size=(16, 16), mode='nearest')[:, 0] > 0)
     assert batch['gt_masks'].shape == (1, 1024, 1024)
 
+    # as_uint8: the resized bytes and a uint8 mask; derived on device, the
+    # tiles, grids and GT are the float route's exactly
+    raw = mask_caption_item(img, mask, caption='a box', as_uint8=True)
+    assert raw['image1'].dtype == torch.uint8 and raw['mask1'].dtype == torch.uint8
+    assert torch.equal(raw['mask1'].float(), item['mask1'])
+    assert torch.equal(raw['g_pixel_values'], item['g_pixel_values'])
+    from_raw = derive_mask_caption_batch(raw['image1'][None], raw['mask1'][None])
+    for key in ('pixel_values', 'prompt_masks', 'gt_masks'):
+        assert from_raw[key].dtype == batch[key].dtype, key
+        assert torch.equal(from_raw[key], batch[key]), key
+
 
 def test_mask_caption_item_rejects_size_mismatch():
     with pytest.raises(ValueError, match='differs from the image'):

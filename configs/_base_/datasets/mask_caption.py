@@ -136,8 +136,9 @@ mc_dam_stream = mc_describe_anything
 #   'segment' (loop 2, caption -> mask): a Sa2VA v1 referring question
 #       about the caption, "[SEG]" answer, frame 2's mask as the GT.
 # They take the seed's "option A" route: the worker sends the 1024 image and
-# mask; Sa2VADataPreprocessor derives the 448 tile (bilinear) and the
-# 16 x 16 grid (nearest) on device. Uncaptioned sources (SA-V pairs, SA-1B,
+# mask (as uint8 bytes: a quarter of the float tensors, normalised on device
+# bit-identically); Sa2VADataPreprocessor derives the 448 tile (bilinear)
+# and the 16 x 16 grid (nearest) on device. Uncaptioned sources (SA-V pairs, SA-1B,
 # OpenImage) have no supervised form: they need the cycle's teacher
 # (configs/mask_caption_cycle_*.py) and raise here.
 # The mix uses RefCOCO for 'describe' (referring-expression generation; its
@@ -145,7 +146,7 @@ mc_dam_stream = mc_describe_anything
 # (its 'describe' form is family 1's vp_describe_anything).
 def _mc_sa2va_pipeline(load, tasks):
     return load + [
-        dict(type='MaskCaptionOutputs', route='option_a'),
+        dict(type='MaskCaptionOutputs', route='option_a', as_uint8=True),
         dict(type='MaskCaptionToSa2VA', tasks=tasks),
         dict(type='EncodeConversation'),
         dict(type='PackInputs')]

@@ -189,12 +189,12 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
 
 
 def _stack_same(tensors: Sequence[torch.Tensor], key: str) -> torch.Tensor:
-    shapes = {tuple(t.shape) for t in tensors}
-    if len(shapes) != 1:
-        raise ValueError(f'{key} differs in shape between samples: '
-                         f'{sorted(shapes)}; every option-A sample of a batch '
-                         f'must have the same size (MaskCaptionOutputs '
-                         f'sam2_size)')
+    kinds = {(tuple(t.shape), str(t.dtype)) for t in tensors}
+    if len(kinds) != 1:
+        raise ValueError(f'{key} differs in shape or dtype between samples: '
+                         f'{sorted(kinds)}; every option-A sample of a batch '
+                         f'must have the same size and dtype (MaskCaptionOutputs '
+                         f'sam2_size, as_uint8)')
     return torch.stack(list(tensors))
 
 

@@ -1037,7 +1037,9 @@ class MaskCaptionOutputs(BaseTransform):
     ``image{k}`` ``(3, S, S) float32`` normalised (PIL bilinear),
     ``mask{k}`` ``(S, S) float32`` {0, 1}, ``g_pixel_values{k}`` (the same
     as above): :func:`~projects.sa2va.transforms.functional.
-    mask_caption_item`. The data preprocessor derives the 448 image
+    mask_caption_item`; with ``as_uint8`` ``image{k}`` is the resized
+    ``uint8`` bytes and ``mask{k}`` ``uint8`` (4 x fewer bytes; normalised on
+    device, bit-identical). The data preprocessor derives the 448 image
     (bilinear) and the 16 x 16 grid (nearest from the 1024 mask).
 
     Both routes add ``caption`` (str or None), ``dataset_type`` (str) and
@@ -1123,7 +1125,8 @@ class MaskCaptionOutputs(BaseTransform):
                 results[f'prompt_masks{k}'] = self._grid_mask(m, results, k)
                 results[f'masks{k}'] = nearest_mask(m, self.sam2_size)
             else:
-                item = mask_caption_item(im, m, size=self.sam2_size)
+                item = mask_caption_item(im, m, size=self.sam2_size,
+                                         as_uint8=self.as_uint8)
                 results[f'image{k}'] = item['image1']
                 results[f'mask{k}'] = item['mask1']
                 results[f'g_pixel_values{k}'] = item['g_pixel_values']
@@ -1193,9 +1196,10 @@ class MaskCaptionToSa2VA(BaseTransform):
 
     ``route='option_a'`` (the seed's intermediate format): the tile and the
     grid are derived on device by the data preprocessor, so the sample
-    carries ``option_a_image (3, S, S) float32`` (normalised) instead of
-    ``pixel_values`` and, for describe, ``option_a_mask (S, S) float32``
-    {0, 1} instead of ``prompt_masks``; K is counted here with the
+    carries ``option_a_image (3, S, S)`` (float32 normalised, or uint8
+    bytes with ``MaskCaptionOutputs(as_uint8=True)``) instead of
+    ``pixel_values`` and, for describe, ``option_a_mask (S, S)`` {0, 1}
+    (float32 or uint8) instead of ``prompt_masks``; K is counted here with the
     preprocessor's own rule (nearest to 16 x 16), so the text and the grid
     agree. ``sa2va_collate_fn`` leaves a placeholder tile / grid that the
     preprocessor fills.

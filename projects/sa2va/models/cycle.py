@@ -205,7 +205,7 @@ class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
             raise ValueError(f'frame {k} is given both ways: option-A image{k} / mask{k} '
                              f'and direct-route {both}; a batch must come from one '
                              f"MaskCaptionOutputs route ('direct' or 'option_a')")
-        derived = derive_mask_caption_batch(image.float(), mask, self.image_size, self.grid)
+        derived = derive_mask_caption_batch(image, mask, self.image_size, self.grid)
         del data[f'image{k}'], data[f'mask{k}']
         data[f'pixel_values{k}'] = derived['pixel_values']
         data[f'prompt_masks{k}'] = derived['prompt_masks']

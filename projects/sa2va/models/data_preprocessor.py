@@ -35,7 +35,8 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
       (``/255``, ImageNet mean/std, in float32) and cast to ``sam2_dtype``;
       an empty list becomes None.
     * mask <-> caption "option A" (the seed's derivation, batched): the
-      collate's ``option_a_images (B', 3, S, S)`` (normalised float) become
+      collate's ``option_a_images (B', 3, S, S)`` (normalised float, or
+      uint8 normalised here first) become
       448 tiles (:func:`option_a_tiles`, bilinear) written into
       ``pixel_values`` at ``option_a_tile_index``; ``option_a_masks (B'', S,
       S)`` {0, 1} become ``(1, 16, 16) bool`` grids
@@ -96,7 +97,7 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
         masks = data.pop('option_a_masks', None)
         slots = data.pop('option_a_prompt_index', None)
         pixel = data['pixel_values']
-        tiles = option_a_tiles(images.float(), self.image_size)
+        tiles = option_a_tiles(images, self.image_size, self.mean, self.std)
         if tuple(tiles.shape[1:]) != tuple(pixel.shape[1:]):
             raise ValueError(
                 f'option-A tiles are {tuple(tiles.shape[1:])} but the '

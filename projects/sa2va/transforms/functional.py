@@ -560,14 +560,19 @@ def resize_mask_nearest(mask, size: int = SAM2_IMAGE_SIZE) -> torch.Tensor:
 
 
 def mask_caption_item(image: Image.Image, mask, caption: str | None = None,
-                      size: int = SAM2_IMAGE_SIZE) -> dict:
+                      size: int = SAM2_IMAGE_SIZE, as_uint8: bool = False
+                      ) -> dict:
     """One sample of the owner's mask <-> caption data ("option A").
 
     * ``image1``: RGB, PIL bilinear resize to ``(size, size)``, ToTensor,
-      ImageNet Normalize -> ``(3, size, size) float32``.
+      ImageNet Normalize -> ``(3, size, size) float32``; with ``as_uint8``
+      the resized bytes ``(3, size, size) uint8`` 0..255 instead (a quarter
+      of the bytes; :func:`option_a_tiles` normalises them on device,
+      bit-identical to ToTensor + Normalize).
     * ``mask1``: PIL nearest resize to ``(size, size)`` of the binarised
-      mask -> ``(size, size) float32`` in {0, 1} (an 8-bit 0/1 mask is not
-      divided by 255; a 0/255 mask gives the same result).
+      mask -> ``(size, size) float32`` in {0, 1} (``uint8`` with
+      ``as_uint8``; an 8-bit 0/1 mask is not divided by 255; a 0/255 mask
+      gives the same result).
     * ``g_pixel_values``: the SAM2 input from the raw pixels
       (:func:`sam2_pixel_values`) -> ``(3, size, size) uint8``; never made
       by scaling ``image1``.
@@ -583,22 +588,30 @@ def mask_caption_item(image: Image.Image, mask, caption: str | None = None,
     if array.shape != (image.height, image.width):
         raise ValueError(f'mask shape {array.shape} differs from the image '
                          f'size (H, W) = {(image.height, image.width)}')
-    image1 = TF.normalize(
-        TF.to_tensor(image.resize((size, size), Image.BILINEAR)),
-        IMAGENET_MEAN, IMAGENET_STD)
-    return dict(image1=image1, mask1=resize_mask_nearest(array, size),
+    resized = image.resize((size, size), Image.BILINEAR)
+    if as_uint8:
+        image1 = _hwc_to_chw_tensor(resized)
+        mask1 = resize_mask_nearest(array, size).to(torch.uint8)
+    else:
+        image1 = TF.normalize(TF.to_tensor(resized), IMAGENET_MEAN,
+                              IMAGENET_STD)
+        mask1 = resize_mask_nearest(array, size)
+    return dict(image1=image1, mask1=mask1,
                 g_pixel_values=sam2_pixel_values(image, size),
                 caption=caption)
 
 
-def option_a_tiles(images: torch.Tensor,
-                   image_size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Option A's vision tiles: ``(B, 3, S, S) float`` ImageNet-normalised
-    -> ``(B, 3, image_size, image_size)`` (bilinear, ``align_corners=
-    False``), same dtype."""
+def option_a_tiles(images: torch.Tensor, image_size: int = IMAGE_SIZE,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Option A's vision tiles: ``(B, 3, S, S)`` float ImageNet-normalised,
+    or uint8 0..255 (normalised here first, :func:`normalize_uint8`) ->
+    ``(B, 3, image_size, image_size)`` (bilinear, ``align_corners=False``),
+    float (float32 for uint8 input)."""
     if images.ndim != 4:
         raise ValueError(f'expected images (B, 3, S, S), got '
                          f'{tuple(images.shape)}')
+    if images.dtype == torch.uint8:
+        images = normalize_uint8(images, mean, std)
     return F.interpolate(images, size=(image_size, image_size),
                          mode='bilinear', align_corners=False)
 
@@ -619,19 +632,20 @@ def derive_mask_caption_batch(image1: torch.Tensor, mask1: torch.Tensor,
     """Batch-side "option A" derivation (runs on device).
 
     Args:
-        image1: ``(B, 3, S, S) float`` ImageNet-normalised (S = 1024).
-        mask1: ``(B, S, S) float`` in {0, 1}.
+        image1: ``(B, 3, S, S)`` float ImageNet-normalised, or uint8 0..255
+            (S = 1024).
+        mask1: ``(B, S, S)`` float or uint8 in {0, 1}.
 
     Returns:
         dict with ``pixel_values (B, 3, image_size, image_size)``
         (:func:`option_a_tiles`), ``prompt_masks (B, grid, grid) bool``
-        (:func:`option_a_prompt_masks`) and ``gt_masks (B, S, S)``
-        (``mask1`` itself, for the loss after resizing to the prediction
-        size).
+        (:func:`option_a_prompt_masks`) and ``gt_masks (B, S, S)`` float
+        (``mask1`` itself when float, for the loss after resizing to the
+        prediction size).
     """
     if image1.ndim != 4 or mask1.ndim != 3:
         raise ValueError(f'expected image1 (B, 3, S, S) and mask1 (B, S, S), '
                          f'got {tuple(image1.shape)} and {tuple(mask1.shape)}')
     return dict(pixel_values=option_a_tiles(image1, image_size),
                 prompt_masks=option_a_prompt_masks(mask1, grid),
-                gt_masks=mask1)
+                gt_masks=mask1 if mask1.is_floating_point() else mask1.float())
