@@ -218,3 +218,36 @@ def test_dataset_pipeline_overrides_reach_only_the_named_dataset(sample_cwd,
     mix_cfg.dataset_pipeline_overrides = {'no_such_dataset': {}}
     with pytest.raises(KeyError, match='no_such_dataset'):
         build_dataset_from_config(cfg)
+
+
+def test_repeated_copies_are_different_reproducible_draws():
+    """A bug: every copy of a repeated record (RefCOCO x4, ReVOS x10 in the
+    4B mix) was the same draw, because the sample's generator was seeded by
+    (seed, index) only; Sa2VA draws objects / questions / frames afresh for
+    each copy."""
+    from projects.sa2va.datasets import MixedDataset
+    from projects.sa2va.datasets.base import Sa2VABaseDataset
+
+    class _Draws(Sa2VABaseDataset):
+        def load_data_list(self):
+            return [dict(record=i) for i in range(4)]
+
+        def modality_length_of(self, info):
+            return 1
+
+    def draw(results):
+        results['value'] = results['rng'].integers(1 << 62)
+        return results
+
+    ds = _Draws(pipeline=[draw])
+    mix = MixedDataset([ds], repeats=[3.5], seed=0)
+    assert mix._copy.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 2
+    values = [mix[i]['value'] for i in range(len(mix))]
+    assert values[:4] == [ds[i]['value'] for i in range(4)]    # copy 0 = the record's draw
+    assert len(set(values)) == len(values)                     # every copy differs
+    assert values == [mix[i]['value'] for i in range(len(mix))]  # reproducible
+    assert mix[5]['value'] == ds.get_sample(1, (1, ))['value']
+    # nested mixes: copy numbers compose, (outer, inner) pairs stay distinct
+    outer = MixedDataset([mix], repeats=[2])
+    nested = [outer[i]['value'] for i in range(len(outer))]
+    assert nested[:len(mix)] == values and len(set(nested)) == len(nested)

@@ -167,6 +167,10 @@ class Sa2VABaseDataset(BaseDataset):
             (``results['rng'] = np.random.default_rng([seed, idx])``), used by
             transforms for their random choices (question templates, frame
             and object sampling), so a sample is reproducible from its index.
+            A repeated copy of the sample in a :class:`~projects.sa2va.
+            datasets.mixing.MixedDataset` (``repeats``) is drawn with
+            ``(seed, idx, draw)`` instead (:meth:`prepare_data`), so the
+            copies differ as Sa2VA's repeats do, and each stays reproducible.
         **kwargs: mmengine ``BaseDataset`` arguments (``ann_file``,
             ``data_root``, ``data_prefix``, ``indices``, ``lazy_init``, ...).
     """
@@ -263,10 +267,20 @@ class Sa2VABaseDataset(BaseDataset):
         return self._modality_length
 
     # -- samples ------------------------------------------------------------
-    def prepare_data(self, idx: int) -> dict:
+    def prepare_data(self, idx: int, draw: Sequence[int] = ()) -> dict:
+        """Record ``idx`` through the pipeline with the random generator of
+        ``(idx, draw)``: ``[seed, idx]`` followed by ``d + 1`` for each draw
+        number after the leading zeros of ``draw``. So the first copy, and a
+        mix nested in another with one copy, give ``[seed, idx]``; distinct
+        draws of one nesting depth stay distinct (``+ 1``: numpy's
+        ``SeedSequence`` ignores trailing zeros)."""
         info = self.get_data_info(idx)
         info['sample_idx'] = idx
-        info['rng'] = np.random.default_rng([self.seed, idx])
+        draw = [int(d) for d in draw]
+        while draw and draw[0] == 0:
+            draw.pop(0)
+        info['rng'] = np.random.default_rng([self.seed, idx]
+                                            + [d + 1 for d in draw])
         info.setdefault('dataset_name', self.dataset_name)
         return self.pipeline(info)
 
@@ -278,6 +292,12 @@ class Sa2VABaseDataset(BaseDataset):
         return f'{self.dataset_name}[{idx}] ' + ' '.join(where)
 
     def __getitem__(self, idx: int) -> dict:
+        return self.get_sample(idx)
+
+    def get_sample(self, idx: int, draw: Sequence[int] = ()) -> dict:
+        """Sample ``idx`` (``draw``: the repeat copy numbers given by the
+        enclosing mixes, see ``seed``); a bad record is replaced by another
+        record, drawn with the same ``draw``, and counted."""
         if not self._fully_initialized:
             print_log('Please call `full_init()` method manually to '
                       'accelerate the speed.', logger='current', level=30)
@@ -287,7 +307,7 @@ class Sa2VABaseDataset(BaseDataset):
         for _ in range(self.max_refetch + 1):
             self._tried += 1
             try:
-                data = self.prepare_data(idx)
+                data = self.prepare_data(idx, draw)
             except RecordError as exc:
                 self._bad += 1
                 skipped[exc.reason] = skipped.get(exc.reason, 0) + 1

@@ -74,9 +74,10 @@ class MixedDataset(Dataset):
 
     A repeat of 2.5 gives every sample twice plus a seeded random half of
     the samples once more (Sa2VA v2's fractional repeats); Sa2VA v1's habit
-    of listing a dataset four times is ``repeats=4``. The index is two int
-    arrays (dataset, local index), so it stays compact for millions of
-    samples.
+    of listing a dataset four times is ``repeats=4``. Each copy of a record
+    is its own random draw (:meth:`get_sample`), as Sa2VA's repeats are. The
+    index is three int arrays (dataset, local index, copy number), so it
+    stays compact for millions of samples.
 
     Args:
         datasets: dataset configs (built from the plugin's ``DATASETS``) or
@@ -133,7 +134,7 @@ class MixedDataset(Dataset):
             raise ValueError(f'repeats must be >= 0, got {repeats}')
         self.repeats = repeats
         rng = np.random.default_rng(seed)
-        which, local, lengths = [], [], []
+        which, local, copies, lengths = [], [], [], []
         for d, (ds, rep) in enumerate(zip(self.datasets, repeats)):
             n = len(ds)
             whole = int(rep)
@@ -142,16 +143,32 @@ class MixedDataset(Dataset):
                                   np.sort(rng.choice(n, frac, replace=False))])
             which.append(np.full(len(idx), d, dtype=np.int32))
             local.append(idx.astype(np.int64))
+            copies.append(np.repeat(np.arange(whole + 1, dtype=np.int32),
+                                  [n] * whole + [frac]))
             lengths.append(get_modality_lengths(ds)[idx])
         self._which = np.concatenate(which)
         self._local = np.concatenate(local)
+        self._copy = np.concatenate(copies)
         self.modality_length = np.concatenate(lengths)
 
     def __len__(self) -> int:
         return len(self._which)
 
     def __getitem__(self, idx: int):
-        return self.datasets[self._which[idx]][int(self._local[idx])]
+        return self.get_sample(idx)
+
+    def get_sample(self, idx: int, draw: Sequence[int] = ()):
+        """Sample ``idx`` of the mix: its dataset's record with the draw
+        numbers of the enclosing mixes plus this mix's copy number (0 for
+        the first copy of a record, 1 for the second, ...), so repeated
+        copies are different random draws (question templates, objects,
+        frames) of the same record."""
+        ds = self.datasets[self._which[idx]]
+        local = int(self._local[idx])
+        draw = tuple(draw) + (int(self._copy[idx]), )
+        if hasattr(ds, 'get_sample'):
+            return ds.get_sample(local, draw)
+        return ds[local]
 
     def summary(self) -> list[dict]:
         """Per dataset: name, records, repeat, samples in the mix."""
