@@ -10,6 +10,7 @@
 _base_ = [
     './_base_/default_runtime.py',
     './_base_/models/sa2va_4b.py',
+    './_base_/models/mask_caption_cycle.py',
     './_base_/datasets/mask_caption.py',
 ]
 batch_size = 16
@@ -19,24 +20,9 @@ warmup_iters = 0          # the owner: none; > 0 adds a linear warm-up
 max_epochs = 2
 
 model = dict(
-    type='MaskCaptionCycleModel',
+    _base_.mask_caption_cycle,
     # Sa2VA-4B (HF) converted to the xtuner .pth key space (Sa2VA v1 layout)
     pretrained_pth='./pretrained/sa2va_4b_from_hf.pth',
-    train_new_token_rows=False,
-    train_lm_head=False,
-    template='phi3_chat',
-    caption_len=256,
-    topk=512,
-    gumbel_tau=0.7,
-    tau_anneal=None,
-    topk_chunk=8,
-    corrupt_ratio=0.25,
-    ema_decay=0.999,
-    seg_llm_loss_weight=1.0,
-    ref_llm_loss_weight=1.0,
-    template_draw='batch',
-    caption_vision_grad=True,
-    pad_to_global_max=True,
     data_preprocessor=dict(type='MaskCaptionCycleDataPreprocessor', dtype='bfloat16',
                            sam2_dtype='float32'))
 
