@@ -151,3 +151,17 @@ def test_direct_route_by_override_gives_ordinary_samples(cfg, data, text_default
     batch = sa2va_collate_fn([describe, segment])
     assert 'option_a_images' not in batch and batch['num_tiles'] == [1, 1]
     assert batch['frames_per_batch'] == [1] and batch['grounding_index'] == [1]
+
+
+def test_browse_derives_option_a_as_the_preprocessor(cfg, data, text_defaults):  # noqa: F811
+    """tools/browse_dataset.py drew an empty panel for option-A samples."""
+    from projects.sa2va.datasets.collate import sa2va_collate_fn
+    from projects.sa2va.datasets.inspect import derive_option_a_sample
+    from projects.sa2va.models import Sa2VADataPreprocessor
+    s = build(cfg, data, 'mc_sa2va_refcoco_describe',
+              pipeline_defaults=text_defaults).prepare_data(0)
+    shown = derive_option_a_sample(s)
+    trained = Sa2VADataPreprocessor()(sa2va_collate_fn([s]))
+    assert torch.equal(shown['pixel_values'], trained['pixel_values'])
+    assert torch.equal(shown['prompt_masks'], trained['prompt_masks'][0])
+    assert shown['vp_overall_mask'].tolist() == trained['vp_overall_mask'].tolist()

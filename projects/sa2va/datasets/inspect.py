@@ -115,6 +115,23 @@ def _overlay(image, masks, alpha=0.45):
     return out.astype(np.uint8)
 
 
+def derive_option_a_sample(sample: dict) -> dict:
+    """An option-A sample (``option_a_image``, ``option_a_mask``) with the
+    tile and grid that ``Sa2VADataPreprocessor`` would derive:
+    ``pixel_values (1, 3, 448, 448)`` float, and for describe
+    ``prompt_masks (1, 16, 16) bool`` and ``vp_overall_mask (1,)``."""
+    import torch
+
+    from ..transforms.functional import option_a_prompt_masks, option_a_tiles
+    out = dict(sample)
+    out['pixel_values'] = option_a_tiles(out.pop('option_a_image')[None])
+    mask = out.pop('option_a_mask', None)
+    if mask is not None:
+        out['prompt_masks'] = option_a_prompt_masks(mask[None])
+        out['vp_overall_mask'] = torch.ones(1, dtype=torch.bool)
+    return out
+
+
 def render_sample(sample: dict, encoder, path, title: str = '') -> None:
     """Write a PNG of one processed sample.
 
@@ -130,6 +147,8 @@ def render_sample(sample: dict, encoder, path, title: str = '') -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    if sample.get('option_a_image') is not None:
+        sample = derive_option_a_sample(sample)
     panels = []
     pv = sample.get('pixel_values')
     if sample.get('prompt_masks') is not None and pv is not None:
