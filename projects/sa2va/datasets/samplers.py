@@ -10,7 +10,7 @@ mega-batches, shuffle the mega-batches, longest first.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sized
+from typing import Iterator, Sequence, Sized
 
 import numpy as np
 from mmengine.dist import get_dist_info, sync_random_seed
@@ -75,8 +75,53 @@ def length_grouped_indices(lengths: np.ndarray, group_size: int,
     return np.concatenate(groups)
 
 
+class ResumableSampler(Sampler):
+    """The epoch / resume contract of this project's samplers.
+
+    A subclass gives ``num_samples`` (indices per rank and epoch) and
+    ``epoch_indices()`` (this rank's whole order of epoch ``self.epoch``, a
+    pure function of the seed and the epoch) and sets ``epoch = start = 0``.
+    ``set_start(k)`` makes the current epoch's iteration begin at this
+    rank's ``k``-th index (what a run that stopped after ``k`` samples per
+    rank would see next) without producing the skipped ones; ``set_epoch``
+    starts a new epoch from its beginning. ``engine.loops.
+    position_dataloader`` uses ``set_start`` when it is there.
+    """
+
+    epoch: int
+    start: int
+    num_samples: int
+
+    def epoch_indices(self) -> Sequence[int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.epoch_indices()[self.start:]
+        return iter(order.tolist() if isinstance(order, np.ndarray) else order)
+
+    def __len__(self) -> int:
+        """Indices the next ``__iter__`` yields (``num_samples - start``)."""
+        return self.num_samples - self.start
+
+    def set_epoch(self, epoch: int) -> None:
+        """A new order per epoch (called by mmengine's loops); resets the
+        start position to 0."""
+        self.epoch = int(epoch)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Begin this epoch at this rank's index ``start`` (``0 <= start <=
+        num_samples``; a multiple of the dataloader's batch size for whole
+        batches)."""
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f'start {start} outside [0, {self.num_samples}] '
+                             f'for a sampler of {self.num_samples} samples '
+                             f'per rank')
+        self.start = int(start)
+
+
 @DATA_SAMPLERS.register_module()
-class LengthGroupedSampler(Sampler):
+class LengthGroupedSampler(ResumableSampler):
     """Distributed, seeded, resumable length-grouped sampler.
 
     Args:
@@ -90,10 +135,7 @@ class LengthGroupedSampler(Sampler):
         group_by_length: ``False`` gives a plain seeded shuffle (for
             comparisons).
 
-    Resume: ``set_start(k)`` makes the current epoch's iteration begin at
-    this rank's ``k``-th index (what a run that stopped after ``k`` samples
-    per rank would see next) without producing the skipped ones;
-    ``set_epoch`` starts the new epoch from its beginning.
+    Resume: :class:`ResumableSampler` (``set_start``, ``set_epoch``).
     """
 
     def __init__(self, dataset: Sized, per_device_batch_size: int,
@@ -123,7 +165,9 @@ class LengthGroupedSampler(Sampler):
             self.num_samples = math.ceil((n - self.rank) / self.world_size)
             self.total_size = n
 
-    def __iter__(self) -> Iterator[int]:
+    def epoch_indices(self) -> np.ndarray:
+        """This rank's whole order of the current epoch (``start``
+        ignored), ``(num_samples,) int64``."""
         rng = np.random.default_rng(self.seed + self.epoch)
         if self.group_by_length:
             order = length_grouped_indices(self.lengths, self.group_size, rng)
@@ -132,24 +176,4 @@ class LengthGroupedSampler(Sampler):
         if self.round_up and len(order) < self.total_size:
             reps = math.ceil(self.total_size / len(order))
             order = np.tile(order, reps)[:self.total_size]
-        mine = order[self.rank:self.total_size:self.world_size]
-        return iter(mine[self.start:].tolist())
-
-    def __len__(self) -> int:
-        """Indices the next ``__iter__`` yields (``num_samples - start``)."""
-        return self.num_samples - self.start
-
-    def set_epoch(self, epoch: int) -> None:
-        """A new order per epoch (called by mmengine's loops); resets the
-        start position to 0."""
-        self.epoch = epoch
-        self.start = 0
-
-    def set_start(self, start: int) -> None:
-        """Begin this epoch at this rank's index ``start`` (``0 <= start <=
-        num_samples``; a multiple of the batch size for whole batches)."""
-        if not 0 <= start <= self.num_samples:
-            raise ValueError(f'start {start} outside [0, {self.num_samples}] '
-                             f'for a sampler of {self.num_samples} samples '
-                             f'per rank')
-        self.start = int(start)
+        return order[self.rank:self.total_size:self.world_size]

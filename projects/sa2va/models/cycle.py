@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from ..constants import IGNORE_INDEX, SEG_TOKEN
 from ..datasets.collate import collate_bookkeeping
 from ..datasets.refvos import ANSWER_LIST, SEG_QUESTIONS
+from ..datasets.samplers import ResumableSampler
 from ..registry import DATA_SAMPLERS, FUNCTIONS, MODELS, OPTIM_WRAPPERS
 from ..transforms.functional import (derive_mask_caption_batch, normalize_uint8,
                                      visual_prompt_text)
@@ -229,7 +230,7 @@ def interleave_kinds(n_pseudo: int, n_ref: int) -> List[str]:
 
 
 @DATA_SAMPLERS.register_module()
-class CycleInterleaveSampler(torch.utils.data.Sampler):
+class CycleInterleaveSampler(ResumableSampler):
     """Index order for ``MixedDataset([pseudo_mix, refcoco])``: homogeneous
     blocks of ``batch_size`` indices (one block = one batch), RefCOCO blocks
     interleaved evenly with one first (:func:`interleave_kinds`).
@@ -239,13 +240,10 @@ class CycleInterleaveSampler(torch.utils.data.Sampler):
     model line up. Deterministic given ``seed`` and the epoch
     (``set_epoch``).
 
-    Resume (the contract of ``LengthGroupedSampler``, used by
-    ``engine.loops.position_dataloader``): ``set_start(k)`` makes the
-    current epoch's iteration begin at this rank's ``k``-th index (``k`` =
-    batches trained x the dataloader's batch size, so with ``dam_datasets``
-    the DAM blocks count too) without producing the skipped ones; the rest
-    equals the uninterrupted epoch's tail. ``len`` is what the next
-    ``__iter__`` yields; ``set_epoch`` starts the new epoch from index 0.
+    Resume: :class:`~projects.sa2va.datasets.samplers.ResumableSampler`
+    (``set_start(k)``, ``k`` = batches trained x the dataloader's batch
+    size, so with ``dam_datasets`` the DAM blocks count too; the rest equals
+    the uninterrupted epoch's tail).
 
     Args:
         dataset: a ``MixedDataset`` whose last ``ref_datasets`` parts are
@@ -337,33 +335,10 @@ class CycleInterleaveSampler(torch.utils.data.Sampler):
                 out += [next(dam) for _ in range(bs)]
         return out
 
-    def __iter__(self):
-        return iter(self.epoch_indices()[self.start:])
-
     @property
     def num_samples(self) -> int:
         """Indices of a whole epoch on this rank."""
         return len(self.kinds) * self.batch_size * (2 if self.n_dam_samples else 1)
-
-    def __len__(self) -> int:
-        """Indices the next ``__iter__`` yields (``num_samples - start``)."""
-        return self.num_samples - self.start
-
-    def set_epoch(self, epoch: int) -> None:
-        """A new order per epoch (called by mmengine's loops); resets the
-        start position to 0."""
-        self.epoch = int(epoch)
-        self.start = 0
-
-    def set_start(self, start: int) -> None:
-        """Begin this epoch at this rank's index ``start`` (``0 <= start <=
-        num_samples``; a multiple of the dataloader's batch size for whole
-        batches)."""
-        if not 0 <= start <= self.num_samples:
-            raise ValueError(f'start {start} outside [0, {self.num_samples}] '
-                             f'for a sampler of {self.num_samples} samples '
-                             f'per rank')
-        self.start = int(start)
 
 
 # ------------------------------------------------------------------------ helpers
