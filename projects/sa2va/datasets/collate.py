@@ -14,6 +14,10 @@ def _as_long(x) -> torch.Tensor:
         x, dtype=torch.long)
 
 
+_OPTION_A_HINT = ('every option-A sample of a batch must have the same size '
+                  'and dtype (MaskCaptionOutputs sam2_size, as_uint8)')
+
+
 @FUNCTIONS.register_module()
 def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
                      dummy_image_for_text_only: bool = True,
@@ -158,10 +162,12 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
     batch['num_tiles'] = num_tiles
     batch['prompt_masks'] = prompt_masks
     if oa_images:
-        batch['option_a_images'] = _stack_same(oa_images, 'option_a_image')
+        batch['option_a_images'] = stack_same(oa_images, 'option_a_image',
+                                              _OPTION_A_HINT)
         batch['option_a_tile_index'] = torch.tensor(oa_tile_index)
     if oa_masks:
-        batch['option_a_masks'] = _stack_same(oa_masks, 'option_a_mask')
+        batch['option_a_masks'] = stack_same(oa_masks, 'option_a_mask',
+                                             _OPTION_A_HINT)
         batch['option_a_prompt_index'] = torch.tensor(oa_prompt_index)
 
     # SAM2 inputs and ground-truth masks.
@@ -188,14 +194,18 @@ def sa2va_collate_fn(instances: Sequence[dict], pad_index: int = 0,
     return batch
 
 
-def _stack_same(tensors: Sequence[torch.Tensor], key: str) -> torch.Tensor:
-    kinds = {(tuple(t.shape), str(t.dtype)) for t in tensors}
+def stack_same(tensors: Sequence[torch.Tensor], key: str,
+               hint: str = '') -> torch.Tensor:
+    """``torch.stack`` of per-sample tensors that must agree in shape and
+    dtype; otherwise a ValueError naming ``key``, each sample's shape and
+    dtype, and ``hint``."""
+    tensors = [torch.as_tensor(t) for t in tensors]
+    kinds = {(tuple(t.shape), t.dtype) for t in tensors}
     if len(kinds) != 1:
-        raise ValueError(f'{key} differs in shape or dtype between samples: '
-                         f'{sorted(kinds)}; every option-A sample of a batch '
-                         f'must have the same size and dtype (MaskCaptionOutputs '
-                         f'sam2_size, as_uint8)')
-    return torch.stack(list(tensors))
+        raise ValueError(f'{key!r} differs between samples: '
+                         f'{[(tuple(t.shape), str(t.dtype)) for t in tensors]}'
+                         + (f'; {hint}' if hint else ''))
+    return torch.stack(tensors)
 
 
 def collate_bookkeeping(instances: Sequence[dict]) -> dict:

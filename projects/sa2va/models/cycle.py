@@ -45,7 +45,7 @@ from mmengine.optim import OptimWrapper
 from torch import Tensor, nn
 
 from ..constants import IGNORE_INDEX, SEG_TOKEN
-from ..datasets.collate import collate_bookkeeping
+from ..datasets.collate import collate_bookkeeping, stack_same
 from ..datasets.refvos import ANSWER_LIST, SEG_QUESTIONS
 from ..datasets.samplers import ResumableSampler
 from ..registry import DATA_SAMPLERS, FUNCTIONS, MODELS, OPTIM_WRAPPERS
@@ -128,12 +128,7 @@ def _stack_cycle(instances: Sequence[dict]) -> dict:
         if len(have) != len(instances):
             missing = sorted(set(range(len(instances))) - set(have))
             raise ValueError(f'samples {missing} have no {key!r} but samples {have} do')
-        tensors = [torch.as_tensor(s[key]) for s in instances]
-        kinds = {(tuple(t.shape), t.dtype) for t in tensors}
-        if len(kinds) != 1:
-            raise ValueError(f'{key!r} differs between samples: '
-                             f'{[(tuple(t.shape), str(t.dtype)) for t in tensors]}')
-        batch[key] = torch.stack(tensors)
+        batch[key] = stack_same([s[key] for s in instances], key)
     batch['captions'] = [s.get('caption') for s in instances]
     batch['dataset_types'] = [s.get('dataset_type') for s in instances]
     batch.update(collate_bookkeeping(instances))
