@@ -82,7 +82,7 @@ class CycleDemoHook(Hook):
     # ----------------------------------------------------------- measuring
     def _pieces(self, runner):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        from projects.sa2va.models.cycle import mask_caption_cycle_collate
+        from projects.sa2va.datasets.collate import mask_caption_cycle_collate
         pseudo = runner.train_dataloader.dataset.datasets[0]
         items = [pseudo[i] for i in spread_indices(len(pseudo), self.samples)]
         return model, [mask_caption_cycle_collate([s]) for s in items]
@@ -228,7 +228,7 @@ def memory_sweep(config: str, caption_lens: List[int], batch_size: int = 2,
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
-    from projects.sa2va.models.cycle import mask_caption_cycle_collate
+    from projects.sa2va.datasets.collate import mask_caption_cycle_collate
     from projects.sa2va.registry import DATASETS, MODELS
     cfg = Config.fromfile(config)
     rows: List[Dict] = []

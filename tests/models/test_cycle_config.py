@@ -34,7 +34,7 @@ def test_tiny_loader_interleaves_refcoco_first(sample_cwd, monkeypatch):
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
-    from projects.sa2va.models.cycle import MaskCaptionCycleDataPreprocessor
+    from projects.sa2va.models.cycle_preprocessor import MaskCaptionCycleDataPreprocessor
     monkeypatch.chdir(sample_cwd)
     cfg = Config.fromfile(str(ROOT / 'configs/mask_caption_cycle_tiny.py'))
     with DefaultScope.overwrite_default_scope('sa2va'):

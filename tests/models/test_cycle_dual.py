@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from projects.sa2va.models.cycle import (CycleInterleaveSampler, GradSurgeryOptimWrapper,
-                                         combine_gradients, mask_caption_cycle_collate)
+from projects.sa2va.datasets.collate import mask_caption_cycle_collate
+from projects.sa2va.datasets.samplers import CycleInterleaveSampler
+from projects.sa2va.engine.grad_surgery import GradSurgeryOptimWrapper, combine_gradients
 
 CONFIG = Path(__file__).resolve().parents[2] / 'configs/_base_/models/mask_caption_cycle_tiny.py'
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from projects.sa2va.datasets.mask_caption import MaskCaptionOutputs
-from projects.sa2va.models.cycle import (MaskCaptionCycleDataPreprocessor,
-                                         mask_caption_cycle_collate)
+from projects.sa2va.datasets.collate import mask_caption_cycle_collate
+from projects.sa2va.models.cycle_preprocessor import MaskCaptionCycleDataPreprocessor
 from projects.sa2va.transforms.functional import derive_mask_caption_batch
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from projects.sa2va.models.cycle import (CycleInterleaveSampler, interleave_kinds,
-                                         mask_caption_cycle_collate)
+from projects.sa2va.datasets.collate import mask_caption_cycle_collate
+from projects.sa2va.datasets.samplers import CycleInterleaveSampler, interleave_kinds
 
 
 class _Concat:

@@ -1,5 +1,5 @@
 # Family 6, the owner's mask <-> caption data
-# (projects/sa2va/datasets/mask_caption.py; mask-caption-cycle.md section 8),
+# (projects/sa2va/datasets/mask_caption/; mask-caption-cycle.md section 8),
 # laid out as
 #   ./data/mask_caption/sav_npz/**/masklet_data_*.npz     (owner's SA-V pairs)
 #   ./data/video_datas/sam_v_full/**/sav_*_manual.json + sav_*.mp4 (SA-V release)

@@ -216,3 +216,75 @@ def collate_bookkeeping(instances: Sequence[dict]) -> dict:
         for k, v in (s.get('data_stats') or {}).items():
             stats[k] = stats.get(k, 0) + int(v)
     return dict(data_stats=stats, meta=[s.get('meta', {}) for s in instances])
+
+
+# ------------------------------------------------- mask <-> caption cycle batches
+#: per-frame keys of a mask <-> caption cycle batch (direct route).
+CYCLE_BATCH_KEYS = ('pixel_values1', 'pixel_values2', 'g_pixel_values1', 'g_pixel_values2',
+               'prompt_masks1', 'prompt_masks2', 'masks1', 'masks2')
+#: "option A" keys (``MaskCaptionOutputs(route='option_a')``): stacked by the
+#: collate, turned into ``pixel_values{k}`` / ``prompt_masks{k}`` / ``masks{k}``
+#: by :class:`MaskCaptionCycleDataPreprocessor`; the model never sees them.
+CYCLE_OPTION_A_KEYS = ('image1', 'image2', 'mask1', 'mask2')
+
+
+@FUNCTIONS.register_module()
+def mask_caption_cycle_collate(instances: Sequence[dict]) -> dict:
+    """Stack mask <-> caption samples into one cycle batch.
+
+    Per sample (``MaskCaptionOutputs``), ``route='direct'``:
+    ``pixel_values{1,2} (3, s, s)`` float32 normalised or uint8,
+    ``g_pixel_values{1,2} (3, S, S) uint8``, ``prompt_masks{1,2} (16, 16)
+    bool``, ``masks{1,2} (S, S) float32`` {0, 1}; ``route='option_a'``:
+    ``image{1,2} (3, S, S) float32`` ImageNet-normalised, ``mask{1,2} (S,
+    S) float32`` {0, 1} and ``g_pixel_values{1,2}`` (the preprocessor
+    derives the rest); both: ``caption`` (str or None), ``dataset_type``
+    (str), ``data_stats`` (dict), ``meta`` (dict).
+
+    Returns:
+        dict with every present ``*1`` / ``*2`` key (either route's)
+        stacked to ``(B, ...)``,
+        ``captions`` (list of B str or None), ``dataset_types`` (list),
+        ``data_stats`` (counters summed), ``meta`` (list). Dual loop:
+        samples whose ``dataset_type`` starts with ``dam_`` (the Describe
+        Anything part, :class:`CycleInterleaveSampler` with ``dam_datasets``)
+        are stacked the same way into ``batch['dam']``; the rest form the
+        batch.
+
+    Raises:
+        ValueError: empty batch, a batch of Describe Anything samples only,
+        a sample missing a key another sample has, or shapes / dtypes that
+        differ between samples (named).
+
+    Text is built by the model, so there is nothing to pad here (unlike
+    ``sa2va_collate_fn``).
+    """
+    if not instances:
+        raise ValueError('cannot collate an empty batch')
+    dam = [s for s in instances if str(s.get('dataset_type') or '').startswith('dam_')]
+    if dam:
+        main = [s for s in instances if not str(s.get('dataset_type') or '').startswith('dam_')]
+        if not main:
+            raise ValueError(f'a batch of {len(dam)} Describe Anything samples only: the '
+                             f'dual-loop loader batch must hold the step batch + the dam '
+                             f'batch (batch_size = 2 x the sampler\'s)')
+        batch = _stack_cycle(main)
+        batch['dam'] = _stack_cycle(dam)
+        return batch
+    return _stack_cycle(instances)
+
+
+def _stack_cycle(instances: Sequence[dict]) -> dict:
+    batch: dict = {}
+    for key in CYCLE_BATCH_KEYS + CYCLE_OPTION_A_KEYS:
+        have = [i for i, s in enumerate(instances) if s.get(key) is not None]
+        if not have:
+            continue
+        if len(have) != len(instances):
+            missing = sorted(set(range(len(instances))) - set(have))
+            raise ValueError(f'samples {missing} have no {key!r} but samples {have} do')
+        batch[key] = stack_same([s[key] for s in instances], key)
+    batch['captions'] = [s.get('caption') for s in instances]
+    batch['dataset_types'] = [s.get('dataset_type') for s in instances]
+    batch.update(collate_bookkeeping(instances))
+    return batch

@@ -10,9 +10,10 @@ mega-batches, shuffle the mega-batches, longest first.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence, Sized
+from typing import Iterator, List, Optional, Sequence, Sized
 
 import numpy as np
+import torch
 from mmengine.dist import get_dist_info, sync_random_seed
 from torch.utils.data import Sampler
 
@@ -177,3 +178,132 @@ class LengthGroupedSampler(ResumableSampler):
             reps = math.ceil(self.total_size / len(order))
             order = np.tile(order, reps)[:self.total_size]
         return order[self.rank:self.total_size:self.world_size]
+
+
+# ------------------------------------------------ mask <-> caption cycle order
+def interleave_kinds(n_pseudo: int, n_ref: int) -> List[str]:
+    """The owner's per-epoch schedule: one RefCOCO batch first, the other
+    ``n_ref - 1`` inserted before pseudo batch ``floor((j + 1) * n_pseudo /
+    n_ref)`` (j = 0 .. n_ref - 2), i.e. evenly. Returns ``'r'`` / ``'p'`` per
+    batch (``n_pseudo + n_ref`` entries)."""
+    if n_ref <= 0:
+        return ['p'] * n_pseudo
+    before = [0] * (n_pseudo + 1)
+    for j in range(n_ref - 1):
+        before[(j + 1) * n_pseudo // n_ref] += 1
+    kinds = ['r']
+    for i in range(n_pseudo):
+        kinds += ['r'] * before[i] + ['p']
+    return kinds + ['r'] * before[n_pseudo]
+
+
+@DATA_SAMPLERS.register_module()
+class CycleInterleaveSampler(ResumableSampler):
+    """Index order for ``MixedDataset([pseudo_mix, refcoco])``: homogeneous
+    blocks of ``batch_size`` indices (one block = one batch), RefCOCO blocks
+    interleaved evenly with one first (:func:`interleave_kinds`).
+
+    Every rank gets its own shard of both parts but the same sequence of
+    batch kinds (counts come from the global sizes), so collectives in the
+    model line up. Deterministic given ``seed`` and the epoch
+    (``set_epoch``).
+
+    Resume: :class:`~projects.sa2va.datasets.samplers.ResumableSampler`
+    (``set_start(k)``, ``k`` = batches trained x the dataloader's batch
+    size, so with ``dam_datasets`` the DAM blocks count too; the rest equals
+    the uninterrupted epoch's tail).
+
+    Args:
+        dataset: a ``MixedDataset`` whose last ``ref_datasets`` parts are
+            the RefCOCO stream, or any dataset with ``cumulative_sizes``
+            ``[P, P + R]``.
+        batch_size: the dataloader's batch size (blocks are this long).
+        refcoco_ratio: RefCOCO batches per pseudo batch; None = one pass
+            over the RefCOCO shard per epoch (the owner). A ratio asking for
+            more batches than the shard holds cycles through new permutations.
+        shuffle: permute each part per epoch.
+        seed: base seed (None = mmengine's synced random seed).
+        ref_datasets: how many parts (after the pseudo ones) are RefCOCO.
+        dam_datasets: dual loop: the last this many parts are Describe
+            Anything; every block is then followed by ``batch_size`` indices
+            of this rank's DAM shard (cycling through new permutations), so
+            the dataloader's batch size must be ``2 * batch_size`` (the
+            collate splits them into ``batch['dam']``).
+    """
+
+    def __init__(self, dataset, batch_size: int, refcoco_ratio: Optional[float] = None,
+                 shuffle: bool = True, seed: Optional[int] = None, ref_datasets: int = 1,
+                 dam_datasets: int = 0):
+        from mmengine.dist import get_dist_info, sync_random_seed
+        n_tail = ref_datasets + dam_datasets
+        if hasattr(dataset, '_which'):      # MixedDataset: parts in order
+            counts = torch.bincount(torch.as_tensor(dataset._which, dtype=torch.long),
+                                    minlength=len(dataset.datasets)).tolist()
+            sizes = [sum(counts[:-n_tail]), sum(counts[:len(counts) - dam_datasets])]
+            sizes += [sum(counts)] if dam_datasets else []
+        else:
+            sizes = list(getattr(dataset, 'cumulative_sizes', []))
+        if (len(sizes) != 2 + bool(dam_datasets) or not 0 < ref_datasets
+                or dam_datasets < 0):
+            raise ValueError('CycleInterleaveSampler needs a MixedDataset whose last '
+                             '`ref_datasets` (+ `dam_datasets`) parts are RefCOCO (+ '
+                             'Describe Anything), or a dataset with cumulative_sizes '
+                             f'(pseudo, refcoco[, dam]); got sizes {sizes}')
+        self.n_pseudo_samples, self.n_ref_samples = sizes[0], sizes[1] - sizes[0]
+        self.n_dam_samples = sizes[2] - sizes[1] if dam_datasets else 0
+        if dam_datasets and self.n_dam_samples < get_dist_info()[1]:
+            raise ValueError(f'{self.n_dam_samples} Describe Anything samples: fewer than '
+                             f'one per rank')
+        self.batch_size = int(batch_size)
+        self.rank, self.world = get_dist_info()
+        self.shuffle = shuffle
+        self.seed = sync_random_seed() if seed is None else int(seed)
+        self.epoch = 0
+        self.start = 0
+        self.n_p = self.n_pseudo_samples // self.world // self.batch_size
+        ref_batches = self.n_ref_samples // self.world // self.batch_size
+        if refcoco_ratio is None:
+            self.n_r = ref_batches
+        else:
+            self.n_r = max(1, round(float(refcoco_ratio) * self.n_p))
+        if self.n_p == 0:
+            raise ValueError(f'{self.n_pseudo_samples} pseudo samples give no batch of '
+                             f'{self.batch_size} per rank ({self.world} ranks)')
+        if self.n_r and self.n_ref_samples < self.world * self.batch_size:
+            raise ValueError(f'{self.n_ref_samples} RefCOCO samples give no batch of '
+                             f'{self.batch_size} per rank')
+        self.kinds = interleave_kinds(self.n_p, self.n_r)
+
+    def _order(self, n: int, count: int, offset: int, g: torch.Generator) -> List[int]:
+        """``count`` indices of this rank's shard of a part, cycling epochs
+        of permutations when more are needed."""
+        out: List[int] = []
+        while len(out) < count:
+            perm = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+            shard = perm[self.rank::self.world][:n // self.world]
+            out += (shard + offset).tolist()
+        return out[:count]
+
+    def epoch_indices(self) -> List[int]:
+        """This rank's whole order of the current epoch (``start``
+        ignored)."""
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        bs = self.batch_size
+        pseudo = iter(self._order(self.n_pseudo_samples, self.n_p * bs, 0, g))
+        ref = iter(self._order(self.n_ref_samples, self.n_r * bs, self.n_pseudo_samples, g)
+                   if self.n_r else [])
+        dam = iter(self._order(self.n_dam_samples, len(self.kinds) * bs,
+                               self.n_pseudo_samples + self.n_ref_samples, g)
+                   if self.n_dam_samples else [])
+        out: List[int] = []
+        for kind in self.kinds:
+            source = ref if kind == 'r' else pseudo
+            out += [next(source) for _ in range(bs)]
+            if self.n_dam_samples:
+                out += [next(dam) for _ in range(bs)]
+        return out
+
+    @property
+    def num_samples(self) -> int:
+        """Indices of a whole epoch on this rank."""
+        return len(self.kinds) * self.batch_size * (2 if self.n_dam_samples else 1)

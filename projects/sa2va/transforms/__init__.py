@@ -12,6 +12,7 @@ from .functional import __all__ as _functional_all
 from .loading import (DynamicTiles, ImagesToTensor, LoadFrames,  # noqa
                       LoadImage, SAM2Input, open_rgb)
 from .masks import DecodeMasks, PoolPromptMasks, decode_object  # noqa
+from .mask_caption import MaskCaptionOutputs  # noqa: F401
 from .video import (DecodeVideoMasks, LoadVideoFrames,  # noqa: F401
                     SampleVideoFrames, SampleVideoObjects,
                     sample_frame_indices)
@@ -26,6 +27,6 @@ __all__ = list(_functional_all) + [
     'ConversationEncoder', 'SampleRejected', 'context_run', 'image_block',
     'video_block', 'get_template', 'conversation_from_turns',
     'collapse_image_tokens', 'build_tokenizer', 'decode_object',
-    'DecodeVideoMasks', 'LoadVideoFrames', 'SampleVideoFrames',
+    'MaskCaptionOutputs', 'DecodeVideoMasks', 'LoadVideoFrames', 'SampleVideoFrames',
     'SampleVideoObjects', 'sample_frame_indices'
 ]
