@@ -1,5 +1,4 @@
 """Metric functions against hand-computed values."""
-import itertools
 import math
 
 import numpy as np
@@ -35,6 +34,29 @@ def test_ciou_giou_by_hand():
     assert res['refseg/gIoU'] == pytest.approx((1 / 3 + 1) / 2)
     with pytest.raises(ValueError, match='differ in size'):
         M.mask_inter_union(np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+def test_refseg_sentence_without_seg_is_skipped_in_ciou_zero_in_giou():
+    # Sa2VA's refcoco_eval: a sentence whose answer has no [SEG] adds
+    # nothing to cIoU's sums and 0 to gIoU; an empty-vs-empty pair is 1 in
+    # gIoU and nothing in cIoU
+    iu = [(2, 6), None, (2, 2), (0, 0)]
+    out = M.refseg_ciou_giou(iu)
+    assert out['cIoU'] == pytest.approx(4 / 8)
+    assert out['gIoU'] == pytest.approx((1 / 3 + 0 + 1 + 1) / 4)
+    # (the old rule added an empty prediction: cIoU 4 / (8 + |GT|))
+    assert M.refseg_ciou_giou([None, None]) == {'cIoU': 0.0, 'gIoU': 0.0}
+    assert M.refseg_ciou_giou([(0, 0)]) == {'cIoU': 0.0, 'gIoU': 1.0}
+    gt = _pixel((4, 4), (0, 1), (1, 1), (0, 2), (1, 2))
+    metric = METRICS.build(dict(type='RefSegMetric'))
+    metric.process(None, [dict(pred_mask=None, gt_mask=gt),
+                          dict(pred_mask=gt, gt_mask=gt),
+                          dict(pred_mask=_pixel((4, 4), (0, 1)), gt_mask=gt)])
+    res = metric.evaluate(3)
+    assert res['refseg/cIoU'] == pytest.approx(5 / 8)
+    assert res['refseg/gIoU'] == pytest.approx((0 + 1 + 1 / 4) / 3)
+    assert res['refseg/no_seg_rate'] == pytest.approx(1 / 3)
+    assert res['refseg/num_samples'] == 3
 
 
 def test_boundary_map_of_one_pixel():
@@ -89,43 +111,6 @@ def test_video_jf_by_hand():
     assert res['vos/J&F'] == pytest.approx(0.8125)
 
 
-def test_hungarian_matches_brute_force():
-    assert M.hungarian_max(np.array([[0.9, 0.8], [0.85, 0.1]])) == [(0, 1), (1, 0)]
-    rng = np.random.default_rng(0)
-    for shape in ((3, 3), (2, 4), (4, 2), (5, 5)):
-        s = rng.random(shape)
-        pairs = M.hungarian_max(s)
-        n, m = shape
-        if n <= m:
-            best = max(sum(s[i, j] for i, j in zip(range(n), cols))
-                       for cols in itertools.permutations(range(m), n))
-        else:
-            best = max(sum(s[i, j] for i, j in zip(rows, range(m)))
-                       for rows in itertools.permutations(range(n), m))
-        assert len(pairs) == min(n, m)
-        assert sum(s[i, j] for i, j in pairs) == pytest.approx(best)
-
-
-def test_gcg_miou_recall_ap50_by_hand():
-    g1 = _pixel((4, 4), (0, 0), (0, 1))
-    g2 = _pixel((4, 4), (3, 3), (3, 2))
-    p1 = _pixel((4, 4), (0, 0))                 # IoU 1/2 with g1
-    p2 = g2.copy()                              # IoU 1 with g2
-    assert M.gcg_miou([p1, p2], [g1, g2]) == pytest.approx(0.75)
-    assert M.gcg_miou([], [g1]) == 0.0
-    # p1 reaches IoU 0.5 with g1 and "a man" ~ "the man" (F1 = 1/2)
-    assert M.phrase_mask_recall(['a man', 'dog'], [p1, p2],
-                                ['the man', 'a dog'], [g1, g2]) == (2, 2)
-    assert M.phrase_mask_recall(['a tree', 'dog'], [p1, p2],
-                                ['the man', 'a dog'], [g1, g2]) == (1, 2)
-    assert M.text_similarity('A red car.', 'red car') == pytest.approx(0.8)
-    # AP50: detections [TP, FP] over 2 GT -> precision 1 up to recall 0.5,
-    # 51 of COCO's 101 recall points
-    fp = _pixel((4, 4), (2, 0))
-    ap = M.gcg_mask_ap50([dict(pred_masks=[p2, fp], gt_masks=[g1, g2])])
-    assert ap == pytest.approx(51 / 101)
-
-
 def test_bleu_by_hand():
     same = M.bleu({1: 'The cat sat on the mat.'}, {1: ['the cat sat on the mat']})
     assert same == pytest.approx([1.0] * 4)
@@ -149,7 +134,7 @@ def test_cider_d_by_hand(tmp_path):
     # length penalty: one extra word -> exp(-1 / 72) on each n
     longer = M.cider_d({'a': 'a dog dog', 'b': 'a cat'}, refs)
     assert 0 < longer < 2.5
-    metric = METRICS.build(dict(type='CaptionMetric',
+    metric = METRICS.build(dict(type='CaptionMetric', caption_backend='builtin',
                                 pred_path=str(tmp_path / 'pred.json'),
                                 ref_path=str(tmp_path / 'refs.json')))
     metric.process(None, [dict(id=k, caption=cands[k], references=refs[k])
@@ -164,3 +149,59 @@ def test_cider_d_by_hand(tmp_path):
     assert [a['caption'] for a in ref['annotations']] == ['a dog', 'a bird']
     with pytest.raises(ValueError, match='without references'):
         M.cider_d({'x': 'a'}, {})
+
+
+def test_revos_accuracy_robustness_by_hand():
+    gt = np.zeros((2, 2, 5), np.uint8)
+    gt[:, 0, :2] = 1                        # 2 GT pixels per frame
+    pred = np.zeros_like(gt)
+    pred[0, 0, :2] = 1                      # frame 0 exact
+    pred[1, 0, 1:4] = 1                     # frame 1: 2 false positives
+    fg = np.zeros_like(gt)
+    fg[:, 0, :] = 1                         # 5 foreground pixels
+    # frame 1 disagrees at pixels 0 (missed), 2 and 3 (false positives)
+    assert M.revos_accuracy(pred, gt) == pytest.approx([1.0, 7 / 10])
+    assert M.revos_robustness(pred, gt, fg) == pytest.approx(
+        [1.0, 1 - 2 / (5 + 1e-6)])
+    fg[1] = 0                               # no foreground: clipped at 0
+    assert M.revos_robustness(pred, gt, fg)[1] == 0.0
+    with pytest.raises(ValueError, match=r'\(T, H, W\)'):
+        M.revos_accuracy(pred, gt[:1])
+
+
+def test_revos_subsets_rounding_and_overall_by_hand():
+    # three referring expressions and one reasoning expression: overall is
+    # the mean of the two subsets, not of the four expressions; each
+    # per-expression value is rounded to 0.01 % first (eval_revos.py)
+    exps = [dict(J=0.123456, F=0.5, A=0.9, R=1.0, type_id=0),
+            dict(J=0.2, F=0.5, A=0.9, R=1.0, type_id=0),
+            dict(J=0.3, F=0.5, A=0.9, R=1.0, type_id=0),
+            dict(J=0.9, F=0.7, A=0.5, R=0.5, type_id=1),
+            dict(J=0.0, F=0.0, A=0.0, R=0.0, type_id=2)]   # in neither
+    out = M.revos_summary(exps)
+    j_ref = (12.35 + 20 + 30) / 3 / 100
+    assert out['referring/J'] == pytest.approx(j_ref, abs=1e-12)
+    assert out['referring/J&F'] == pytest.approx((j_ref + 0.5) / 2)
+    assert out['reason/J&F'] == pytest.approx(0.8)
+    assert out['overall/J'] == pytest.approx((j_ref + 0.9) / 2)
+    assert out['overall/J&F'] == pytest.approx(((j_ref + 0.5) / 2 + 0.8) / 2)
+    assert out['overall/A'] == pytest.approx(0.7)
+    assert out['overall/R'] == pytest.approx(0.75)
+    no_r = [dict(e, R=None) for e in exps]
+    assert 'overall/R' not in M.revos_summary(no_r)
+    with pytest.raises(ValueError, match='type_id 1'):
+        M.revos_summary(exps[:3])
+    # through the registered metric, with foreground masks
+    gt = np.zeros((1, 2, 5), np.uint8)
+    gt[0, 0, :2] = 1
+    fg = np.ones_like(gt)
+    metric = METRICS.build(dict(type='VideoJFMetric'))
+    metric.process(None, [dict(pred_masks=gt, gt_masks=gt, type_id=0,
+                               foreground_masks=fg),
+                          dict(pred_masks=np.zeros_like(gt), gt_masks=gt,
+                               type_id=1, foreground_masks=fg)])
+    res = metric.evaluate(2)
+    assert res['vos/referring/J&F'] == pytest.approx(1.0)
+    assert res['vos/reason/J'] == 0.0 and res['vos/reason/A'] == pytest.approx(0.8)
+    assert res['vos/overall/J'] == pytest.approx(0.5)
+    assert res['vos/R'] == pytest.approx(1.0)

@@ -2,12 +2,17 @@
 
 Plain functions (numpy in, floats out) hold each rule once; the registered
 metrics (``projects.sa2va.registry.METRICS``) only collect per-sample
-results and call them.
+results and call them. GCG rules live in :mod:`.gcg_metrics`, caption
+rules in :mod:`.caption_metrics` (their names are re-exported here).
 
-* Referring segmentation (RefCOCO / + / g, LISA's convention):
-  ``cIoU = sum_i I_i / sum_i U_i`` over all samples; ``gIoU = mean_i
-  I_i / U_i`` where a sample with an empty union (empty prediction and empty
-  target) counts IoU 1.
+* Referring segmentation (RefCOCO / + / g, Sa2VA's ``refcoco_eval.py``):
+  one sample per sentence; the prediction is the first ``[SEG]`` mask.
+  ``cIoU = sum_i I_i / sum_i U_i`` over the sentences that produced a
+  ``[SEG]`` (a sentence without one adds nothing); ``gIoU = mean_i
+  I_i / U_i`` over all sentences, where a sentence without ``[SEG]``
+  counts 0 and one with an empty prediction and an empty target counts 1.
+  (Sa2VA divides by ``U + 1e-5`` in gIoU and ``U + 1e-10`` in cIoU; the
+  exact quotients here differ by less than 1e-5 / U.)
 * Video referring segmentation (DAVIS-2017 rules, used by ReVOS, MeViS and
   Ref-YouTube-VOS evaluation scripts): per frame ``J`` = region IoU (1 when
   both masks are empty); ``F`` = boundary F-measure: the boundary map of a
@@ -23,34 +28,19 @@ results and call them.
   R = 1; ``F = 2PR / (P + R)`` (0 when P + R = 0). Per expression the
   frame values are averaged; the benchmark ``J`` and ``F`` are means over
   expressions and ``J&F = (J + F) / 2``.
-* GCG (GLaMM's evaluation): mask AP50 = COCO segmentation AP at IoU 0.5
-  (pycocotools, one class, every predicted mask with score 1); mIoU = per
-  image, the predicted and GT masks are matched one to one maximising the
-  summed IoU (Hungarian), the mean matched IoU, averaged over images (an
-  image with no prediction counts 0); phrase-mask recall = GT (phrase,
-  mask) pairs matched by a prediction with IoU >= 0.5 and text similarity
-  >= 0.5, greedily by IoU, one to one, over all GT pairs. GLaMM measures
-  text similarity with BERT sentence embeddings; here it is the token F1 of
-  the lower-cased words (no model download), so recall figures are close
-  to but not the same as GLaMM's.
-* Captions: BLEU-1..4 (corpus level, brevity penalty against the closest
-  reference length, as coco-caption's ``Bleu``) and CIDEr-D (n = 1..4,
-  TF-IDF vectors with document frequencies from the references of the
-  evaluated set, clipped candidate counts, Gaussian length penalty
-  ``sigma = 6``, times 10, as coco-caption's ``CiderD``), computed on
-  lower-cased words with punctuation removed (coco-caption runs the Java
-  PTB tokenizer first, so figures can differ slightly). The predictions are
-  also written in the COCO caption result format (``[{"image_id",
-  "caption"}]`` + a references file ``{"images", "annotations"}``) that
-  ``pycocoevalcap``'s ``COCOEvalCap`` reads for METEOR / SPICE (Java).
+* ReVOS (``eval_revos.py``): besides J and F, per frame ``A`` = pixel
+  accuracy (share of pixels where prediction and GT agree) and ``R`` =
+  robustness ``max(0, 1 - |pred \\ GT| / (|foreground| + 1e-6))`` with the
+  video's foreground mask (``mask_dict_foreground.json``); per expression
+  the frame means, each rounded to 0.01 % as the script does; per subset
+  (``type_id`` 0 = referring, 1 = reasoning; 2 counts in neither) the
+  means over its expressions and ``J&F = (J + F) / 2``; ``overall`` = the
+  mean of the two subsets' figures (not the mean over all expressions).
 """
 from __future__ import annotations
 
-import json
 import math
-import re
-from collections import Counter
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -58,10 +48,16 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from ..registry import METRICS
+from .caption_metrics import (bleu, caption_scores,  # noqa: F401
+                              caption_tokens, cider_d, write_caption_files)
+from .gcg_metrics import (build_text_similarity, gcg_mask_ap50,  # noqa: F401
+                          gcg_miou, greedy_pairs, iou_matrix, mask_to_rle,
+                          phrase_mask_recall, text_similarity)
 
 __all__ = [
     'mask_inter_union', 'refseg_ciou_giou', 'region_j', 'boundary_map',
-    'boundary_f', 'video_jf', 'hungarian_max', 'gcg_miou',
+    'boundary_f', 'video_jf', 'revos_accuracy', 'revos_robustness',
+    'revos_summary', 'gcg_miou', 'greedy_pairs', 'iou_matrix',
     'phrase_mask_recall', 'gcg_mask_ap50', 'text_similarity',
     'caption_tokens', 'bleu', 'cider_d', 'write_caption_files',
     'RefSegMetric', 'VideoJFMetric', 'GCGMetric', 'CaptionMetric'
@@ -92,22 +88,27 @@ def mask_inter_union(pred, gt) -> tuple[int, int]:
     return int(np.logical_and(p, g).sum()), int(np.logical_or(p, g).sum())
 
 
-def refseg_ciou_giou(inter_union: Sequence[tuple[int, int]]
+def refseg_ciou_giou(inter_union: Sequence[Optional[tuple[int, int]]]
                      ) -> Dict[str, float]:
-    """cIoU and gIoU from per-sample ``(intersection, union)`` counts.
+    """cIoU and gIoU from per-sentence ``(intersection, union)`` counts,
+    ``None`` for a sentence whose answer had no ``[SEG]`` (module
+    docstring).
 
     Returns:
-        ``{'cIoU', 'gIoU'}`` in [0, 1]; a sample with union 0 has IoU 1 in
-        gIoU and adds nothing to cIoU (cIoU of a set of empty unions is 1).
+        ``{'cIoU', 'gIoU'}`` in [0, 1]: a ``None`` adds nothing to cIoU and
+        0 to gIoU; a union of 0 has IoU 1 in gIoU and adds nothing to
+        cIoU; cIoU is 0 when the counted unions sum to 0 (as Sa2VA's
+        ``I / (U + 1e-10)``).
     """
     if not inter_union:
         raise ValueError('no samples to evaluate')
-    inter = np.array([i for i, _ in inter_union], dtype=np.float64)
-    union = np.array([u for _, u in inter_union], dtype=np.float64)
+    counted = [iu for iu in inter_union if iu is not None]
+    inter = np.array([i for i, _ in counted], dtype=np.float64)
+    union = np.array([u for _, u in counted], dtype=np.float64)
     ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     total = union.sum()
-    return dict(cIoU=float(inter.sum() / total) if total > 0 else 1.0,
-                gIoU=float(ious.mean()))
+    return dict(cIoU=float(inter.sum() / total) if total > 0 else 0.0,
+                gIoU=float(ious.sum() / len(inter_union)))
 
 
 # ---------------------------------------------------------------------------
@@ -199,317 +200,63 @@ def video_jf(pred, gt, bound_th: float = 0.008) -> Dict[str, float]:
 
 
 # ---------------------------------------------------------------------------
-# GCG
+# ReVOS: A (accuracy), R (robustness), subsets
 # ---------------------------------------------------------------------------
-def hungarian_max(score: np.ndarray) -> list[tuple[int, int]]:
-    """One-to-one assignment maximising the summed score.
-
-    Args:
-        score: ``(n, m)`` float matrix.
-
-    Returns:
-        ``min(n, m)`` pairs ``(row, col)`` sorted by row.
-    """
-    score = np.asarray(score, dtype=np.float64)
-    if score.ndim != 2:
-        raise ValueError(f'score must be 2-D, got {score.shape}')
-    n, m = score.shape
-    if n == 0 or m == 0:
-        return []
-    transposed = n > m
-    cost = -(score.T if transposed else score)   # rows <= cols
-    rows, cols = cost.shape
-    # Shortest augmenting paths with potentials (Kuhn-Munkres), 1-based.
-    u = np.zeros(rows + 1)
-    v = np.zeros(cols + 1)
-    owner = np.zeros(cols + 1, dtype=int)       # column -> row (0 = free)
-    for r in range(1, rows + 1):
-        owner[0] = r
-        j0 = 0
-        dist = np.full(cols + 1, np.inf)
-        prev = np.zeros(cols + 1, dtype=int)
-        used = np.zeros(cols + 1, dtype=bool)
-        while True:
-            used[j0] = True
-            i0 = owner[j0]
-            delta, j1 = np.inf, 0
-            for j in range(1, cols + 1):
-                if used[j]:
-                    continue
-                cur = cost[i0 - 1, j - 1] - u[i0] - v[j]
-                if cur < dist[j]:
-                    dist[j], prev[j] = cur, j0
-                if dist[j] < delta:
-                    delta, j1 = dist[j], j
-            for j in range(cols + 1):
-                if used[j]:
-                    u[owner[j]] += delta
-                    v[j] -= delta
-                else:
-                    dist[j] -= delta
-            j0 = j1
-            if owner[j0] == 0:
-                break
-        while j0:
-            j1 = prev[j0]
-            owner[j0] = owner[j1]
-            j0 = j1
-    pairs = [(owner[j] - 1, j - 1) for j in range(1, cols + 1) if owner[j]]
-    if transposed:
-        pairs = [(c, r) for r, c in pairs]
-    return sorted(pairs)
-
-
-def _iou_matrix(preds: Sequence, gts: Sequence) -> np.ndarray:
-    out = np.zeros((len(preds), len(gts)))
-    for i, p in enumerate(preds):
-        for j, g in enumerate(gts):
-            inter, union = mask_inter_union(p, g)
-            out[i, j] = inter / union if union else 0.0
+def _frames(name: str, *arrays) -> list:
+    out = [np.asarray(a) != 0 for a in arrays]
+    if out[0].ndim != 3 or any(a.shape != out[0].shape for a in out):
+        raise ValueError(f'{name}: masks must share one (T, H, W) shape, '
+                         f'got {[a.shape for a in out]}')
     return out
 
 
-def gcg_miou(preds: Sequence, gts: Sequence) -> float:
-    """Mean IoU of the Hungarian (max summed IoU) matching of an image's
-    predicted ``(H, W)`` masks to its GT masks; 0 when either list is
-    empty."""
-    if not preds or not gts:
-        return 0.0
-    iou = _iou_matrix(preds, gts)
-    pairs = hungarian_max(iou)
-    return float(np.mean([iou[i, j] for i, j in pairs]))
+def revos_accuracy(pred, gt) -> np.ndarray:
+    """ReVOS ``A`` per frame: the share of pixels where the ``(T, H, W)``
+    masks agree; ``(T,)`` float64 in [0, 1]."""
+    p, g = _frames('revos_accuracy', pred, gt)
+    return (p == g).mean(axis=(1, 2))
 
 
-_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+def revos_robustness(pred, gt, foreground) -> np.ndarray:
+    """ReVOS ``R`` per frame: ``max(0, 1 - |pred & ~gt| / (|foreground| +
+    1e-6))`` of ``(T, H, W)`` masks; ``(T,)`` float64 in [0, 1]."""
+    p, g, f = _frames('revos_robustness', pred, gt, foreground)
+    neg = (p & ~g).sum(axis=(1, 2))
+    return np.maximum(1 - neg / (f.sum(axis=(1, 2)) + 1e-6), 0.0)
 
 
-def caption_tokens(text: str) -> list[str]:
-    """Lower-cased words (letters, digits, apostrophe suffixes); punctuation
-    removed."""
-    return _WORD_RE.findall(str(text).lower())
+REVOS_SUBSETS = {0: 'referring', 1: 'reason'}
 
 
-def text_similarity(a: str, b: str) -> float:
-    """Token F1 of two phrases (bag of lower-cased words), in [0, 1]."""
-    ta, tb = Counter(caption_tokens(a)), Counter(caption_tokens(b))
-    common = sum((ta & tb).values())
-    if common == 0:
-        return 0.0
-    p, r = common / sum(ta.values()), common / sum(tb.values())
-    return 2 * p * r / (p + r)
-
-
-def phrase_mask_recall(pred_phrases: Sequence[str], pred_masks: Sequence,
-                       gt_phrases: Sequence[str], gt_masks: Sequence,
-                       iou_th: float = 0.5, text_th: float = 0.5
-                       ) -> tuple[int, int]:
-    """Matched and total GT pairs of one image (module docstring).
+def revos_summary(expressions: Sequence[dict]) -> Dict[str, float]:
+    """ReVOS subset figures from per-expression ``{'J', 'F', 'A', 'R',
+    'type_id'}`` (frame means in [0, 1]; ``R`` may be None when no
+    foreground masks were given, then no ``R`` figures).
 
     Returns:
-        ``(matched, n_gt)`` ints.
+        ``{'referring/J', ..., 'reason/J&F', ..., 'overall/J&F', ...}`` in
+        [0, 1] (the script's percentages / 100): per expression each value
+        rounded to 0.01 %, subset means, ``overall`` = the mean of the two
+        subsets (module docstring).
+
+    Raises:
+        ValueError: a subset has no expression.
     """
-    if len(pred_phrases) != len(pred_masks) or len(gt_phrases) != len(gt_masks):
-        raise ValueError('phrases and masks must pair up')
-    iou = _iou_matrix(pred_masks, gt_masks)
-    cands = [(iou[i, j], i, j) for i in range(len(pred_masks))
-             for j in range(len(gt_masks))
-             if iou[i, j] >= iou_th
-             and text_similarity(pred_phrases[i], gt_phrases[j]) >= text_th]
-    used_p, used_g = set(), set()
-    for _, i, j in sorted(cands, key=lambda c: -c[0]):
-        if i not in used_p and j not in used_g:
-            used_p.add(i)
-            used_g.add(j)
-    return len(used_g), len(gt_masks)
-
-
-def gcg_mask_ap50(images: Sequence[dict]) -> float:
-    """COCO segmentation AP at IoU 0.5 (one class, scores 1).
-
-    Args:
-        images: per image ``{'pred_masks': list of (H, W), 'gt_masks': list
-            of (H, W)}`` (same size within an image).
-
-    Returns:
-        AP50 in [0, 1]; 0 when nothing was predicted.
-    """
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def rle(mask):
-        enc = mask_utils.encode(np.asfortranarray(_bool(mask).astype(np.uint8)))
-        enc['counts'] = enc['counts'].decode('ascii')
-        return enc
-
-    gt = dict(images=[], annotations=[], categories=[dict(id=1, name='object')])
-    dets = []
-    for k, im in enumerate(images):
-        gts = list(im['gt_masks'])
-        shape = np.asarray(gts[0] if gts else im['pred_masks'][0]).shape
-        gt['images'].append(dict(id=k, height=int(shape[0]), width=int(shape[1])))
-        for m in gts:
-            r = rle(m)
-            gt['annotations'].append(dict(
-                id=len(gt['annotations']) + 1, image_id=k, category_id=1,
-                segmentation=r, area=float(mask_utils.area(r)), iscrowd=0,
-                bbox=list(mask_utils.toBbox(r))))
-        for m in im['pred_masks']:
-            dets.append(dict(image_id=k, category_id=1, segmentation=rle(m),
-                             score=1.0))
-    if not dets or not gt['annotations']:
-        return 0.0
-    coco = COCO()
-    coco.dataset = gt
-    coco.createIndex()
-    coco_dt = coco.loadRes(dets)
-    ev = COCOeval(coco, coco_dt, iouType='segm')
-    ev.params.iouThrs = np.array([0.5])
-    ev.params.maxDets = [1, 10, 100]
-    import contextlib
-    import io
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev.evaluate()
-        ev.accumulate()
-    precision = ev.eval['precision'][0, :, 0, 0, -1]   # all areas, 100 dets
-    valid = precision[precision > -1]
-    return float(valid.mean()) if valid.size else 0.0
-
-
-# ---------------------------------------------------------------------------
-# Captions
-# ---------------------------------------------------------------------------
-def _ngrams(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-
-
-def bleu(candidates: Dict, references: Dict, max_n: int = 4) -> List[float]:
-    """Corpus BLEU-1..max_n.
-
-    Args:
-        candidates: id -> candidate string.
-        references: id -> list of reference strings (same ids).
-
-    Returns:
-        list of ``max_n`` floats in [0, 1]: ``BP * exp(mean_{k<=n} log p_k)``
-        with clipped n-gram precisions ``p_k`` summed over the corpus and
-        ``BP = min(1, exp(1 - r / c))``, ``r`` the sum of the reference
-        lengths closest to each candidate's length (shorter on a tie).
-    """
-    _check_ids(candidates, references)
-    match = np.zeros(max_n)
-    total = np.zeros(max_n)
-    cand_len = ref_len = 0
-    for key, cand in candidates.items():
-        c = caption_tokens(cand)
-        refs = [caption_tokens(r) for r in references[key]]
-        cand_len += len(c)
-        ref_len += min((abs(len(r) - len(c)), len(r)) for r in refs)[1]
-        for n in range(1, max_n + 1):
-            cn = _ngrams(c, n)
-            best: Counter = Counter()
-            for r in refs:
-                best |= _ngrams(r, n)
-            match[n - 1] += sum((cn & best).values())
-            total[n - 1] += max(len(c) - n + 1, 0)
-    tiny = 1e-9
-    bp = 1.0 if cand_len > ref_len else math.exp(1 - ref_len / max(cand_len, tiny))
-    scores, log_sum = [], 0.0
-    for n in range(max_n):
-        log_sum += math.log(max(match[n], tiny) / max(total[n], tiny))
-        scores.append(bp * math.exp(log_sum / (n + 1)))
-    return scores
-
-
-def cider_d(candidates: Dict, references: Dict, sigma: float = 6.0,
-            max_n: int = 4) -> float:
-    """Corpus CIDEr-D (module docstring).
-
-    For each n: ``g(x)`` = TF-IDF vector of n-grams (term frequency times
-    ``log(N / df)``, ``N`` the number of images, ``df`` the number of
-    images whose references contain the n-gram); score_n(c, r) =
-    ``min(g(c), g(r)) . g(r) / (|g(c)| |g(r)|) * exp(-(l_c - l_r)^2 /
-    (2 sigma^2))`` (the min is the clipping of CIDEr-D), averaged over
-    references; the image score is ``10 * mean_n score_n``; the corpus
-    score is the mean over images.
-
-    Returns:
-        CIDEr-D (>= 0; about 0..10).
-    """
-    _check_ids(candidates, references)
-    keys = list(candidates)
-    refs_tok = {k: [caption_tokens(r) for r in references[k]] for k in keys}
-    df: Counter = Counter()
-    for k in keys:
-        seen = set()
-        for r in refs_tok[k]:
-            for n in range(1, max_n + 1):
-                seen.update(_ngrams(r, n))
-        df.update(seen)
-    log_n = math.log(float(len(keys)))
-
-    def vec(tokens):
-        out = []
-        for n in range(1, max_n + 1):
-            counts = _ngrams(tokens, n)
-            out.append({g: tf * (log_n - math.log(max(1.0, df[g])))
-                        for g, tf in counts.items()})
-        return out
-
-    def norm(v):
-        return math.sqrt(sum(x * x for x in v.values()))
-
-    scores = []
-    for k in keys:
-        c = caption_tokens(candidates[k])
-        vc = vec(c)
-        per_ref = []
-        for r in refs_tok[k]:
-            vr = vec(r)
-            delta = len(c) - len(r)
-            penalty = math.exp(-(delta * delta) / (2 * sigma * sigma))
-            s = 0.0
-            for n in range(max_n):
-                dot = sum(min(w, vr[n][g]) * vr[n][g]
-                          for g, w in vc[n].items() if g in vr[n])
-                nc, nr = norm(vc[n]), norm(vr[n])
-                if nc and nr:
-                    s += dot / (nc * nr) * penalty
-            per_ref.append(s / max_n)
-        scores.append(10.0 * float(np.mean(per_ref)))
-    return float(np.mean(scores))
-
-
-def _check_ids(candidates: Dict, references: Dict) -> None:
-    if not candidates:
-        raise ValueError('no captions to evaluate')
-    missing = [k for k in candidates if not references.get(k)]
-    if missing:
-        raise ValueError(f'candidates without references: {missing[:5]}')
-
-
-def write_caption_files(candidates: Dict, references: Dict, pred_path: str,
-                        ref_path: str,
-                        image_info: Optional[Dict] = None) -> None:
-    """COCO caption format: ``pred_path`` = ``[{"image_id", "caption"}]``,
-    ``ref_path`` = ``{"images": [{"id", ...}], "annotations": [{"image_id",
-    "id", "caption"}]}`` (ids as given: ints or strings; annotation ids
-    0, 1, ... in order). ``image_info``: id -> dict of extra JSON fields
-    of that ``images`` entry (e.g. the source record); the key ``id`` is
-    refused."""
-    image_info = image_info or {}
-    for k, info in image_info.items():
-        if 'id' in info:
-            raise ValueError(f'image_info of {k!r} may not set "id"')
-    with open(pred_path, 'w', encoding='utf-8') as f:
-        json.dump([dict(image_id=k, caption=v) for k, v in candidates.items()],
-                  f, ensure_ascii=False, indent=1)
-    anns = [dict(image_id=k, id=i, caption=c) for i, (k, c) in enumerate(
-        (k, c) for k in candidates for c in references[k])]
-    with open(ref_path, 'w', encoding='utf-8') as f:
-        json.dump(dict(images=[dict(id=k, **image_info.get(k, {}))
-                               for k in candidates],
-                       annotations=anns), f, ensure_ascii=False, indent=1)
+    keys = ['J', 'F', 'A'] + (['R'] if all(e.get('R') is not None
+                                          for e in expressions) else [])
+    out: Dict[str, float] = {}
+    for type_id, name in REVOS_SUBSETS.items():
+        subset = [e for e in expressions if e['type_id'] == type_id]
+        if not subset:
+            raise ValueError(f'ReVOS: no expression of type_id {type_id} '
+                             f'({name}); the overall score needs both')
+        for k in keys:
+            out[f'{name}/{k}'] = float(np.mean(
+                [round(100 * e[k], 2) for e in subset])) / 100
+        out[f'{name}/J&F'] = (out[f'{name}/J'] + out[f'{name}/F']) / 2
+    for k in keys + ['J&F']:
+        out[f'overall/{k}'] = (out[f'referring/{k}'] + out[f'reason/{k}']) / 2
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -523,27 +270,37 @@ def _np(x) -> np.ndarray:
 
 @METRICS.register_module()
 class RefSegMetric(BaseMetric):
-    """cIoU / gIoU. ``process`` takes data samples with ``pred_mask`` and
-    ``gt_mask`` (``(H, W)``, non-zero = object); keys of the result:
-    ``cIoU``, ``gIoU``, ``num_samples``."""
+    """cIoU / gIoU. ``process`` takes data samples with ``pred_mask`` (``(H,
+    W)``, non-zero = object, or None when the answer had no ``[SEG]``) and
+    ``gt_mask`` ``(H, W)``; keys of the result: ``cIoU``, ``gIoU``,
+    ``no_seg_rate`` (share of sentences without ``[SEG]``),
+    ``num_samples``."""
 
     default_prefix = 'refseg'
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
-            self.results.append(mask_inter_union(_np(s['pred_mask']),
-                                                 _np(s['gt_mask'])))
+            pred = s['pred_mask']
+            self.results.append(None if pred is None else mask_inter_union(
+                _np(pred), _np(s['gt_mask'])))
 
     def compute_metrics(self, results: list) -> dict:
         out = refseg_ciou_giou(results)
+        out['no_seg_rate'] = sum(r is None for r in results) / len(results)
         out['num_samples'] = len(results)
         return out
 
 
 @METRICS.register_module()
 class VideoJFMetric(BaseMetric):
-    """J, F, J&F over expressions. ``process`` takes data samples with
-    ``pred_masks`` and ``gt_masks`` ``(T, H, W)``.
+    """J, F, J&F (and ReVOS's A, R and subsets) over expressions.
+
+    ``process`` takes data samples with ``pred_masks`` and ``gt_masks``
+    ``(T, H, W)``, optionally ``foreground_masks`` ``(T, H, W)`` (ReVOS R)
+    and ``type_id`` (ReVOS subsets, :func:`revos_summary`). Keys: ``J``,
+    ``F``, ``J&F``, ``A`` over all expressions, ``R`` when every sample has
+    foreground masks, the ReVOS keys when every sample has a ``type_id``,
+    ``num_expressions``.
 
     Args:
         bound_th: boundary tolerance (see :func:`boundary_f`).
@@ -557,53 +314,107 @@ class VideoJFMetric(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
-            self.results.append(video_jf(_np(s['pred_masks']),
-                                         _np(s['gt_masks']), self.bound_th))
+            pred, gt = _np(s['pred_masks']), _np(s['gt_masks'])
+            res = video_jf(pred, gt, self.bound_th)
+            res['A'] = float(revos_accuracy(pred, gt).mean())
+            fg = s.get('foreground_masks')
+            res['R'] = None if fg is None else float(
+                revos_robustness(pred, gt, _np(fg)).mean())
+            res['type_id'] = s.get('type_id')
+            self.results.append(res)
 
     def compute_metrics(self, results: list) -> dict:
         j = float(np.mean([r['J'] for r in results]))
         f = float(np.mean([r['F'] for r in results]))
-        return {'J': j, 'F': f, 'J&F': (j + f) / 2,
-                'num_expressions': len(results)}
+        out = {'J': j, 'F': f, 'J&F': (j + f) / 2,
+               'A': float(np.mean([r['A'] for r in results]))}
+        if all(r['R'] is not None for r in results):
+            out['R'] = float(np.mean([r['R'] for r in results]))
+        if all(r['type_id'] is not None for r in results):
+            out.update(revos_summary(results))
+        out['num_expressions'] = len(results)
+        return out
 
 
 @METRICS.register_module()
 class GCGMetric(BaseMetric):
-    """GCG mask AP50, mIoU, phrase-mask recall and caption metrics.
+    """GCG mask AP50, mIoU, phrase-mask recall (GLaMM's rules,
+    :mod:`.gcg_metrics`) and caption figures (:func:`caption_scores`).
 
     ``process`` takes data samples with ``pred_masks`` / ``gt_masks`` (lists
     of ``(H, W)``), ``pred_phrases`` / ``gt_phrases`` (lists of str),
-    ``pred_caption`` and ``gt_caption`` (str), ``image_id``.
+    ``pred_caption`` and ``gt_caption`` (str) and ``image_id`` (str, GLaMM:
+    the image file stem; AP50 ranks images by it). Keys: ``AP50``,
+    ``mIoU``, ``recall``, the caption figures (``BLEU-4``, ``CIDEr`` and,
+    with pycocoevalcap, ``METEOR``), ``text_similarity`` and
+    ``caption_backend`` (what computed recall and captions),
+    ``num_images``.
+
+    Args:
+        text_sim_model: local BERT-like model directory for the phrase
+            similarity (None: the word-overlap stand-in).
+        caption_backend: ``'auto'`` | ``'pycocoevalcap'`` | ``'builtin'``.
+        pred_path, ref_path: where to write the COCO caption files (with
+            GLaMM's ``labels``); None: not written.
+        device: device of the text similarity model.
     """
 
     default_prefix = 'gcg'
+
+    def __init__(self, text_sim_model: Optional[str] = None,
+                 caption_backend: str = 'auto',
+                 pred_path: Optional[str] = None,
+                 ref_path: Optional[str] = None, device: str = 'cpu',
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.similarity, self.similarity_name = build_text_similarity(
+            text_sim_model, device)
+        self.caption_backend = caption_backend
+        self.pred_path, self.ref_path = pred_path, ref_path
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
             preds = [_np(m) != 0 for m in s['pred_masks']]
             gts = [_np(m) != 0 for m in s['gt_masks']]
-            matched, n_gt = phrase_mask_recall(s['pred_phrases'], preds,
-                                               s['gt_phrases'], gts)
+            matched, n_gt = phrase_mask_recall(
+                s['pred_phrases'], preds, s['gt_phrases'], gts,
+                similarity=self.similarity)
             self.results.append(dict(
-                image_id=s['image_id'], pred_masks=preds, gt_masks=gts,
+                image_id=s['image_id'],
+                pred_masks=[mask_to_rle(m) for m in preds],
+                gt_masks=[mask_to_rle(m) for m in gts],
                 miou=gcg_miou(preds, gts), matched=matched, n_gt=n_gt,
+                pred_phrases=list(s['pred_phrases']),
+                gt_phrases=list(s['gt_phrases']),
                 pred_caption=s['pred_caption'], gt_caption=s['gt_caption']))
 
     def compute_metrics(self, results: list) -> dict:
         n_gt = sum(r['n_gt'] for r in results)
         cands = {r['image_id']: r['pred_caption'] for r in results}
         refs = {r['image_id']: [r['gt_caption']] for r in results}
-        b = bleu(cands, refs)
-        return {'AP50': gcg_mask_ap50(results),
-                'mIoU': float(np.mean([r['miou'] for r in results])),
-                'recall': sum(r['matched'] for r in results) / n_gt if n_gt else 0.0,
-                'BLEU-4': b[3], 'CIDEr': cider_d(cands, refs),
-                'num_images': len(results)}
+        if len(cands) != len(results):
+            raise ValueError('GCG image ids are not unique')
+        if self.pred_path and self.ref_path:
+            write_caption_files(cands, refs, self.pred_path, self.ref_path,
+                                labels={r['image_id']: (r['pred_phrases'],
+                                                        r['gt_phrases'])
+                                        for r in results})
+        out = {'AP50': gcg_mask_ap50(results),
+               'mIoU': float(np.mean([r['miou'] for r in results])),
+               'recall': sum(r['matched'] for r in results) / n_gt
+               if n_gt else 0.0}
+        caps = caption_scores(cands, refs, self.caption_backend)
+        out.update({k: v for k, v in caps.items()
+                    if k in ('BLEU-4', 'METEOR', 'CIDEr', 'caption_backend')})
+        out['text_similarity'] = self.similarity_name
+        out['num_images'] = len(results)
+        return out
 
 
 @METRICS.register_module()
 class CaptionMetric(BaseMetric):
-    """Region / image captioning: BLEU-1..4 and CIDEr-D; optionally writes
+    """Region / image captioning: BLEU-1..4 and CIDEr-D (and METEOR,
+    ROUGE-L with pycocoevalcap, :func:`caption_scores`); optionally writes
     the COCO-format prediction and reference files.
 
     ``process`` takes data samples with ``id`` (int or str), ``caption``
@@ -614,14 +425,17 @@ class CaptionMetric(BaseMetric):
     Args:
         pred_path, ref_path: where to write the COCO-format files (None:
             not written).
+        caption_backend: ``'auto'`` | ``'pycocoevalcap'`` | ``'builtin'``.
     """
 
     default_prefix = 'caption'
 
     def __init__(self, pred_path: Optional[str] = None,
-                 ref_path: Optional[str] = None, **kwargs):
+                 ref_path: Optional[str] = None,
+                 caption_backend: str = 'auto', **kwargs):
         super().__init__(**kwargs)
         self.pred_path, self.ref_path = pred_path, ref_path
+        self.caption_backend = caption_backend
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
@@ -638,8 +452,6 @@ class CaptionMetric(BaseMetric):
                                 {k: info for k, _, _, info in results})
             print_log(f'caption files: {self.pred_path}, {self.ref_path}',
                       logger='current')
-        b = bleu(cands, refs)
-        out = {f'BLEU-{n + 1}': v for n, v in enumerate(b)}
-        out['CIDEr'] = cider_d(cands, refs)
+        out = caption_scores(cands, refs, self.caption_backend)
         out['num_captions'] = len(results)
         return out
