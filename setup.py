@@ -27,6 +27,9 @@ EXTRAS_REQUIRE = {
         'pytest>=8.0',
         'pytest-timeout>=2.3',
     ],
+    # coco-caption scorers (METEOR, ROUGE-L, PTB tokenizer; need Java) for
+    # tools/test.py's caption and GCG figures
+    'eval': ['pycocoevalcap>=1.2'],
 }
 
 setup(
