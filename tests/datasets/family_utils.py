@@ -65,13 +65,9 @@ def region_prompt(counts) -> str:
 def xtuner_encode(conversation, tokenizer, template: str,
                   max_length: int = 100000) -> dict:
     """Sa2VA's path for Osprey / GCG / LLaVA: xtuner ``template_map_fn`` +
-    ``encode_fn`` on the spelled-out strings."""
-    from xtuner.dataset.map_fns import template_map_fn
-    from xtuner.dataset.utils import encode_fn
-    from xtuner.utils import PROMPT_TEMPLATE
-    example = template_map_fn({'conversation': copy.deepcopy(conversation)},
-                              PROMPT_TEMPLATE[template])
-    return encode_fn(example, tokenizer, max_length)
+    ``encode_fn`` on the spelled-out strings (``tests.text_reference``)."""
+    from tests.text_reference import reference_encode
+    return reference_encode(conversation, tokenizer, template, max_length)
 
 
 def sa2va_v1_refcoco_encode(conversation, tokenizer, instruction: str,

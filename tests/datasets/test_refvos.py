@@ -4,7 +4,6 @@ outputs, object-major GT masks against the source files, Sa2VA v1 text
 token for token, bad records, load-time errors."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 import shutil
@@ -151,12 +150,8 @@ def _spelled_frames(n):
 
 def _xtuner_ids(conversation, tokenizer, template='qwen_chat'):
     """Sa2VA v1's path: spelled-out strings, template_map_fn + encode_fn."""
-    from xtuner.dataset.map_fns import template_map_fn
-    from xtuner.dataset.utils import encode_fn
-    from xtuner.utils import PROMPT_TEMPLATE
-    example = template_map_fn({'conversation': copy.deepcopy(conversation)},
-                              PROMPT_TEMPLATE[template])
-    return encode_fn(example, tokenizer, 100000)
+    from tests.text_reference import reference_encode
+    return reference_encode(conversation, tokenizer, template, 100000)
 
 
 def _v1_conversation(expressions, seed_idx, n_objects, n_frames):

@@ -58,8 +58,8 @@ def test_llava_conversation_rules():
 
 def _v1_llava(turns, image_token_str, tokenizer, template):
     """Sa2VA v1 LLaVADataset.get_inputid_labels, restated."""
-    from xtuner.utils import PROMPT_TEMPLATE
-    t = PROMPT_TEMPLATE[template]
+    from tests.text_reference import reference_template
+    t = reference_template(template)
     while turns and turns[0]['from'] == 'gpt':
         turns = turns[1:]
     pairs, question = [], ''

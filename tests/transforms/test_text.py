@@ -12,6 +12,7 @@ from projects.sa2va.transforms import (ConversationEncoder, EncodeConversation,
                                        collapse_image_tokens,
                                        conversation_from_turns, image_block,
                                        video_block, visual_prompt_text)
+from tests.text_reference import reference_encode
 
 
 def _spell(text: str) -> str:
@@ -23,17 +24,13 @@ def _spell(text: str) -> str:
 
 def _xtuner_reference(conversation, tokenizer, template_name, max_length,
                       system=''):
-    """Sa2VA's path: xtuner template_map_fn + encode_fn on full strings."""
-    from xtuner.dataset.map_fns import template_map_fn
-    from xtuner.dataset.utils import encode_fn
-    from xtuner.utils import PROMPT_TEMPLATE
+    """Sa2VA's path: xtuner template_map_fn + encode_fn on full strings
+    (``tests.text_reference``)."""
     conv = [dict(input=_spell(t['input']), output=_spell(t['output']))
             for t in copy.deepcopy(conversation)]
     if system:
         conv[0]['system'] = system
-    example = template_map_fn({'conversation': conv},
-                              PROMPT_TEMPLATE[template_name])
-    return encode_fn(example, tokenizer, max_length)
+    return reference_encode(conv, tokenizer, template_name, max_length)
 
 
 CONVERSATIONS = [

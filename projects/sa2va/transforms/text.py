@@ -10,7 +10,8 @@ ids. Every run sits between special tokens (``<img>``/``</img>``,
 ``<vp>``/``</vp>``), where a tokenizer splits anyway, so the ids are those of
 the spelled-out string (tested against it).
 
-Encoding rules (xtuner ``template_map_fn`` + ``encode_fn``):
+Encoding rules (xtuner ``template_map_fn`` + ``encode_fn``; the templates
+and BOS/EOS rules are data in :mod:`.chat_templates`):
 
 * turn ``i``: ``INSTRUCTION.format(input=..., round=i + 1)``, prefixed by
   ``SYSTEM.format(system=...)`` on the first turn when a system prompt is
@@ -32,6 +33,8 @@ from typing import Mapping, Sequence
 from ..constants import (IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN,
                          IMG_START_TOKEN, NUM_IMAGE_TOKENS, SEG_TOKEN,
                          VP_END_TOKEN, VP_START_TOKEN)
+from .chat_templates import (PROMPT_TEMPLATES, TEMPLATE_ALIASES,
+                             get_bos_eos_token_ids)
 
 __all__ = [
     'SampleRejected', 'context_run', 'image_block', 'video_block',
@@ -112,21 +115,25 @@ def get_template(template) -> dict:
     """A chat template as a dict with xtuner's fields.
 
     Args:
-        template: a name from xtuner's ``PROMPT_TEMPLATE`` (``'phi3_chat'``,
-            ``'qwen_chat'``, ``'internlm2_chat'``, ...), ``'internvl2_5'``
-            (ChatML, as ``qwen_chat``), or a dict with ``INSTRUCTION`` and
-            optional ``SYSTEM``, ``SUFFIX``, ``SUFFIX_AS_EOS``, ``SEP``,
-            ``STOP_WORDS``.
+        template: a name from :data:`~.chat_templates.PROMPT_TEMPLATES`
+            (``'phi3_chat'``, ``'qwen_chat'``, ``'internlm2_chat'``) or an
+            alias (``'internvl2_5'`` = ``qwen_chat``), or a dict with
+            ``INSTRUCTION`` and optional ``SYSTEM``, ``SUFFIX``,
+            ``SUFFIX_AS_EOS``, ``SEP``, ``STOP_WORDS``.
+
+    Returns:
+        a new dict (``STOP_WORDS`` as a list).
     """
     if isinstance(template, Mapping):
         out = dict(template)
     elif isinstance(template, str):
-        from xtuner.utils import PROMPT_TEMPLATE
-        name = 'qwen_chat' if template == 'internvl2_5' else template
-        if name not in PROMPT_TEMPLATE:
+        name = TEMPLATE_ALIASES.get(template, template)
+        if name not in PROMPT_TEMPLATES:
             raise KeyError(f'unknown chat template {template!r}; known: '
-                           f'{sorted(PROMPT_TEMPLATE)} and internvl2_5')
-        out = dict(PROMPT_TEMPLATE[name])
+                           f'{sorted(PROMPT_TEMPLATES)} and aliases '
+                           f'{sorted(TEMPLATE_ALIASES)}, or pass a dict')
+        out = {k: list(v) if isinstance(v, tuple) else v
+               for k, v in PROMPT_TEMPLATES[name].items()}
     else:
         raise TypeError(f'template must be a name or a dict, got '
                         f'{type(template).__name__}')
@@ -177,8 +184,6 @@ class ConversationEncoder:
 
     def __init__(self, tokenizer, template='internvl2_5',
                  max_length: int = 8192, system: str = ''):
-        from xtuner.dataset.utils import get_bos_eos_token_ids
-
         from ..tokenization import single_token_id
         self.tokenizer = tokenizer
         self.template = get_template(template)
