@@ -3,8 +3,7 @@
 # LoRA) with a tiny InternVL, a tiny SAM2, the tiny tokenizer and the
 # generated sample data. This is what `make demo` trains.
 #
-#   python tools/make_sample_data.py --out data/sample
-#   python -c "from projects.sa2va.tokenization import build_tiny_tokenizer as b; b('data/sample/tokenizer')"
+#   python tools/make_sample_data.py --out data/sample    # data + tokenizer
 #   python tools/train.py configs/sa2va_tiny_demo.py
 _base_ = [
     './_base_/default_runtime.py',
@@ -44,10 +43,11 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999),
                    weight_decay=0.0),
     clip_grad=dict(max_norm=1.0))
+# 5% warm-up from 0.1 x, cosine to 0.1 x at the last iteration, sized from
+# max_iters when the runner builds it (--cfg-options train_cfg.max_iters=N)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
-    dict(type='CosineAnnealingLR', eta_min=2e-4, by_epoch=False, begin=5,
-         end=100)]
+    dict(type='WarmupDecayLR', warmup_ratio=0.05, start_factor=0.1,
+         decay='cosine', eta_min_ratio=0.1, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=100)
 default_hooks = dict(
     logger=dict(interval=5),

@@ -122,15 +122,14 @@ def draw_predictions(runner, out_dir: str,
 
 
 def iters_options(iters: int) -> list[str]:
-    """``--cfg-options`` for a run of ``iters`` iterations: the demo's
-    linear warm-up (5 iterations, fewer in a shorter run) and the cosine
-    decay to the last iteration."""
+    """``--cfg-options`` for a run of ``iters`` iterations. The schedule
+    (``WarmupDecayLR``: 5 % warm-up, cosine to the last iteration) takes its
+    length from ``max_iters`` when the runner builds it; the logger interval
+    is kept within the run."""
     if iters < 2:
         raise ValueError(f'--iters must be >= 2 (warm-up + decay), got {iters}')
-    warmup = min(5, iters - 1)
-    return [f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={warmup}',
-            f'default_hooks.logger.interval={min(5, iters)}',
-            f'param_scheduler.1.begin={warmup}', f'param_scheduler.1.end={iters}']
+    return [f'train_cfg.max_iters={iters}',
+            f'default_hooks.logger.interval={min(5, iters)}']
 
 
 def main(argv=None):

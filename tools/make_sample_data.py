@@ -2,10 +2,13 @@
 
     python tools/make_sample_data.py --out data/sample [--scale N] [--seed S]
         [--families visual_prompt refseg ...] [--realistic] [--bad-records]
+        [--no-tokenizer]
 
 The layout under ``--out`` mirrors ``./data`` of the real setup (see
 ``projects/sa2va/sample_data/api.py``); ``--out/manifest.json`` lists every
 dataset's paths, the deliberately awkward records and every file written.
+``--out/tokenizer`` is the tiny offline tokenizer the tiny configs
+(``configs/*tiny*.py``) read, so they train right after this command.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='root folder to write (default data/sample)')
     parser.add_argument('--scale', type=int, default=1,
                         help='multiply every record count (default 1)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the generated content (default 0)")
     parser.add_argument('--families', nargs='+', choices=FAMILIES,
                         default=None, help='subset of families (default all)')
     parser.add_argument('--realistic', action='store_true',
@@ -42,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--large-sa1b', type=int, default=0, metavar='N',
                         help='also write an N-image SA-1B tree (needs '
                              'mask_caption)')
+    parser.add_argument('--no-tokenizer', action='store_true',
+                        help='do not write the tiny tokenizer to '
+                             'OUT/tokenizer (written by default)')
     return parser.parse_args(argv)
 
 
@@ -64,6 +71,10 @@ def main(argv=None) -> int:
         print(f'  {name:32s} {counts}')
     print(f'  awkward cases: {len(manifest["awkward_cases"])}, bad records: '
           f'{len(manifest["bad_records"])} (see {root / "manifest.json"})')
+    if not args.no_tokenizer:
+        from projects.sa2va.tokenization import build_tiny_tokenizer
+        build_tiny_tokenizer(root / 'tokenizer')
+        print(f'  tiny tokenizer: {root / "tokenizer"}')
     from projects.sa2va.sample_data import large
     for n, fn in ((args.large_osprey, large.write_large_osprey),
                   (args.large_openimage, large.write_large_openimage_csv),

@@ -11,6 +11,10 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000,
                     max_keep_ckpts=2, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # datasets, iterations, trainable parameters and the LR curve at start;
+    # refuses a schedule that ends early or trains at a negligible LR
+    # (default_hooks.start_summary.check_schedule=False to train anyway)
+    start_summary=dict(type='StartSummaryHook'),
 )
 # Counts of skipped records, repaired prompt masks, dropped turns, ... made
 # in the dataloader workers, summed and logged.

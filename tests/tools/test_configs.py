@@ -45,8 +45,11 @@ def test_sa2va_4b_recipe():
     assert cfg.model.type == 'Sa2VAModel'
     assert cfg.model.mllm.llm_lora == dict(r=128, lora_alpha=256,
                                            lora_dropout=0.05)
-    assert [s.type for s in cfg.param_scheduler] == ['LinearLR',
-                                                     'CosineAnnealingLR']
+    assert [s.type for s in cfg.param_scheduler] == ['WarmupDecayLR']
+    sched = cfg.param_scheduler[0]
+    assert (sched.warmup_ratio, sched.start_factor, sched.decay,
+            sched.eta_min, sched.by_epoch) == (0.05, 1e-5, 'cosine', 0.0, False)
+    assert 'end' not in sched             # the runner sets the run length
 
 
 def test_tiny_demo_checks_every_dataset(sample_cwd, monkeypatch, capsys):
@@ -92,7 +95,7 @@ def test_demo_iters_give_a_valid_schedule(iters):
     import torch
     from mmengine.config import DictAction
     import mmengine.optim  # noqa: F401  (registers the schedulers)
-    from mmengine.registry import PARAM_SCHEDULERS
+    from projects.sa2va.registry import PARAM_SCHEDULERS
     sys.path.insert(0, str(REPO / 'tools'))
     try:
         import demo
@@ -106,7 +109,9 @@ def test_demo_iters_give_a_valid_schedule(iters):
     assert cfg.train_cfg.max_iters == iters
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     lrs = []
-    scheds = [PARAM_SCHEDULERS.build(dict(s, optimizer=opt)) for s in cfg.param_scheduler]
+    # the runner gives a scheduler without `end` the run's length
+    scheds = [PARAM_SCHEDULERS.build(dict(dict(end=iters, **s), optimizer=opt))
+              for s in cfg.param_scheduler]
     for _ in range(iters):
         lrs.append(opt.param_groups[0]['lr'])
         opt.step()

@@ -1,6 +1,11 @@
 # Sa2VA's optimisation: AdamW 4e-5, betas (0.9, 0.999), weight decay 0.05,
-# grad clip 1.0, bf16 AMP, batch 2 x accumulate 4; 5% linear warm-up then
-# cosine to 0, by iteration.
+# grad clip 1.0, bf16 AMP, batch 2 x accumulate 4; 5% linear warm-up from
+# 1e-5 x the LR, then cosine to 0, by iteration.
+#
+# WarmupDecayLR (projects/sa2va/engine/schedules.py) has no `end`: the runner
+# sets it to the run's real length (max_epochs x iterations per epoch, or
+# max_iters), so the warm-up is 5% and the cosine reaches 0 at the last
+# iteration whatever the data size or `--cfg-options train_cfg.max_epochs=N`.
 lr = 4e-5
 accumulative_counts = 4
 max_epochs = 1
@@ -17,11 +22,8 @@ optim_wrapper = dict(
 )
 
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-5, by_epoch=True, begin=0,
-         end=warmup_ratio * max_epochs, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True,
-         begin=warmup_ratio * max_epochs, end=max_epochs,
-         convert_to_iter_based=True),
+    dict(type='WarmupDecayLR', warmup_ratio=warmup_ratio, start_factor=1e-5,
+         decay='cosine', eta_min=0.0, by_epoch=False),
 ]
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
