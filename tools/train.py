@@ -1,14 +1,16 @@
 """Train a Sa2VA model from a config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--launcher none|pytorch|slurm]
-                          [--resume [CKPT]] [--seed N] [--strategy NAME]
+                          [--resume [CKPT]] [--resume-weights-only]
+                          [--allow-nonfinite-weights] [--seed N]
+                          [--strategy NAME]
                           [--cfg-options k=v ...]
 
 Single GPU / CPU: ``python tools/train.py configs/sa2va_4b.py``.
 Several GPUs: ``torchrun --nproc_per_node=8 tools/train.py CONFIG --launcher
 pytorch`` (DDP). ``--strategy deepspeed_zero2`` / ``fsdp`` (a file of
 ``configs/_base_/strategies/``, or a path) or a ``strategy`` in the config
-runs with mmengine's FlexibleRunner (CUDA only); otherwise the runner is
+runs with Sa2VAFlexibleRunner (mmengine's FlexibleRunner, CUDA only); otherwise the runner is
 ``Sa2VARunner`` (weights-only, strict, atomic checkpoints; resume positions
 the sampler and restores the random state), or the config's ``runner_type``.
 """
@@ -35,7 +37,16 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         metavar='CKPT',
                         help='resume from CKPT, or from the latest checkpoint '
-                        'in the work dir when no path is given')
+                        'in the work dir when no path is given (an error when '
+                        'there is none)')
+    parser.add_argument('--resume-weights-only', action='store_true',
+                        help='with --resume: load only the weights of the '
+                        'checkpoint and train from iteration 0 with a fresh '
+                        'optimizer and LR schedule (a checkpoint without '
+                        'optimizer / scheduler state is refused otherwise)')
+    parser.add_argument('--allow-nonfinite-weights', action='store_true',
+                        help='load checkpoints whose tensors hold NaN / Inf '
+                        '(refused otherwise)')
     parser.add_argument('--seed', type=int, default=None,
                         help='random seed (overrides randomness.seed)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
@@ -74,6 +85,12 @@ def build_config(args):
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if getattr(args, 'resume_weights_only', False):
+        if not cfg.get('resume'):
+            raise SystemExit('--resume-weights-only needs --resume')
+        cfg.resume_weights_only = True
+    if getattr(args, 'allow_nonfinite_weights', False):
+        cfg.allow_nonfinite_weights = True
     if args.seed is not None:
         cfg.setdefault('randomness', {})
         cfg.randomness['seed'] = args.seed
@@ -92,12 +109,11 @@ def main(argv=None):
     cfg = build_config(args)
     if cfg.get('strategy') is not None:
         from mmengine.logging import print_log
-        from mmengine.runner import FlexibleRunner
-
         from projects.sa2va.engine import check_strategy_device
+        from projects.sa2va.engine.runner import Sa2VAFlexibleRunner
         check_strategy_device(cfg.strategy)
         notes = cfg.pop('strategy_notes', None)
-        runner = FlexibleRunner.from_cfg(cfg)
+        runner = Sa2VAFlexibleRunner.from_cfg(cfg)
         if notes:
             print_log(f'strategy {cfg.strategy["type"]}: from the experiment '
                       f'{", ".join(notes)}', logger='current')

@@ -14,9 +14,11 @@ the same dropout masks and mask-loss sample points as an uninterrupted one.
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
 import pickle
 import random
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -121,8 +123,66 @@ def make_checkpoint_weights_only(checkpoint: dict) -> dict:
     return checkpoint
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the file and the
+    problem (empty, truncated, refused by weights-only loading, missing
+    parts, shapes or values that do not fit)."""
+
+
+def _refused_global(err: BaseException) -> str:
+    text = str(err)
+    match = re.search(r'GLOBAL (\S+)', text)
+    if match:
+        return f'it needs the Python global {match.group(1)}'
+    reason = text.split('WeightsUnpickler error:')[-1].strip()
+    return reason.splitlines()[0] if reason else type(err).__name__
+
+
+def safe_torch_load(filename: str, map_location: Any = 'cpu') -> Any:
+    """``torch.load(filename, weights_only=True)`` with errors that name the
+    file.
+
+    Nothing is allow-listed: a file whose pickle needs any Python global
+    beyond tensors and plain containers is refused before it runs, on every
+    torch version (the argument is passed explicitly, torch < 2.6 defaults
+    to ``False``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is empty, truncated or not a torch file,
+            or its pickle needs a Python global (named).
+    """
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint {filename} does not exist')
+    if osp.getsize(filename) == 0:
+        raise CheckpointError(f'{filename} is empty (0 bytes): a save that '
+                              f'never finished, or a failed copy')
+    try:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=True)
+    except pickle.UnpicklingError as err:
+        if 'Weights only load failed' not in str(err) \
+                or 'unexpected EOF' in str(err):
+            raise CheckpointError(
+                f'{filename} is not a readable torch checkpoint '
+                f'(truncated or corrupt): {str(err).splitlines()[0]}') \
+                from None
+        raise CheckpointError(
+            f'{filename} is refused by torch.load(weights_only=True): '
+            f'{_refused_global(err)}, which could run code while loading. '
+            f'Checkpoints written by Sa2VARunner hold only plain types; a '
+            f'checkpoint from another writer must be converted by someone '
+            f'who trusts it.') from None
+    except Exception as err:  # torch raises RuntimeError, EOFError, KeyError
+        first = (str(err).splitlines() or [''])[0][:200]
+        raise CheckpointError(
+            f'{filename} is not a readable torch checkpoint (truncated or '
+            f'corrupt, {osp.getsize(filename)} bytes): '
+            f'{type(err).__name__}: {first}') from None
+
+
 def load_checkpoint_file(filename: str, map_location: Any = 'cpu') -> dict:
-    """Load a local run checkpoint with ``torch.load(weights_only=True)``.
+    """Load a local run checkpoint with :func:`safe_torch_load`.
 
     Args:
         filename: a ``.pth`` written by ``Sa2VARunner``.
@@ -133,20 +193,123 @@ def load_checkpoint_file(filename: str, map_location: Any = 'cpu') -> dict:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file holds Python objects a weights-only load refuses
-            (e.g. a checkpoint written by mmengine's plain Runner); the
-            message names the file and the refused global.
+        CheckpointError: as :func:`safe_torch_load`, or the file does not
+            hold a dict.
     """
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint {filename} does not exist')
-    try:
-        checkpoint = torch.load(filename, map_location=map_location,
-                                weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).split('WeightsUnpickler error:')[-1].strip()
-        raise ValueError(
-            f'{filename} cannot be loaded with torch.load(weights_only=True): '
-            f'{reason.splitlines()[0] if reason else err}. Checkpoints written '
-            f'by Sa2VARunner hold only plain types; a checkpoint from another '
-            f'writer must be converted by someone who trusts it.') from None
+    checkpoint = safe_torch_load(filename, map_location)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'{filename} holds a {type(checkpoint).__name__}'
+                              f', not a checkpoint dict')
     return from_weights_only(checkpoint)
+
+
+def check_finite(state: dict, source: str, allow: bool = False) -> list:
+    """Names of the floating-point tensors of ``state`` holding NaN or Inf.
+
+    Args:
+        state: ``{name: tensor}`` (other values are ignored).
+        source: the file, for the message.
+        allow: return the names (the caller warns) instead of raising.
+
+    Raises:
+        CheckpointError: naming ``source`` and the first tensors, unless
+            ``allow``.
+    """
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad and not allow:
+        raise CheckpointError(
+            f'{source}: {len(bad)} tensor(s) hold NaN or Inf values, e.g. '
+            f'{bad[:5]} (a diverged run?); allow_nonfinite_weights=True '
+            f'(tools/train.py --allow-nonfinite-weights) loads them anyway')
+    return bad
+
+
+def check_shapes(state: dict, own: dict, source: str) -> None:
+    """Raise :class:`CheckpointError` naming ``source`` and every tensor of
+    ``state`` whose shape differs from the same key of ``own`` (keys only
+    in one of them are not checked here)."""
+    bad = [f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+           for k, v in state.items()
+           if k in own and isinstance(v, torch.Tensor)
+           and tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise CheckpointError(
+            f'{source} does not fit the model: {len(bad)} tensor(s) of '
+            f'another shape: {bad[:10]} (a checkpoint of another model '
+            f'size or config?)')
+
+
+def fsync_replace(tmp: str, final: str) -> None:
+    """Make the complete file ``tmp`` the file ``final`` durably: fsync its
+    data, ``os.replace`` it (atomic on one file system), fsync the
+    directory so the rename itself survives a crash."""
+    with open(tmp, 'rb+') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(osp.dirname(osp.abspath(final)))
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through ``<path>.tmp-<pid>`` and
+    :func:`fsync_replace` (readers see the old or the new text, never a
+    part)."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    fsync_replace(tmp, path)
+
+
+_PARTIAL = re.compile(r'\.tmp-(\d+)$')
+
+
+def remove_partial_files(directory: str) -> list:
+    """Delete the ``*.tmp-<pid>`` files in ``directory`` left by saves that
+    were killed (a live process's own temporary files, ``<pid>`` equal to
+    this process's id, are kept). Returns the removed paths."""
+    removed = []
+    if not osp.isdir(directory):
+        return removed
+    for name in sorted(os.listdir(directory)):
+        match = _PARTIAL.search(name)
+        path = osp.join(directory, name)
+        if match and int(match.group(1)) != os.getpid() and osp.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def _mmengine_local_loader(filename: str, map_location=None) -> dict:
+    return load_checkpoint_file(osp.expanduser(filename), map_location)
+
+
+def install_weights_only_loader() -> None:
+    """Make mmengine load every local checkpoint with
+    :func:`load_checkpoint_file` (weights-only, errors naming the file).
+
+    mmengine's local loader calls ``torch.load`` without ``weights_only``
+    (torch < 2.6: a full unpickler); it serves ``init_cfg=dict(
+    type='Pretrained')``, ``mmengine.runner.load_checkpoint`` and the
+    FlexibleRunner's DDP / FSDP strategies. Installed when this module is
+    imported (with ``projects.sa2va.engine``: every ``Sa2VARunner`` run and
+    ``tools/train.py``)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', loader=_mmengine_local_loader,
+                                     force=True)
+
+
+install_weights_only_loader()
