@@ -12,6 +12,7 @@ _base_ = [
 ]
 
 sample_root = 'data/sample/'
+sample_datasets = [d['dataset_name'] for d in _base_.sa2va_mix['datasets']]
 tokenizer_path = sample_root + 'tokenizer'
 text_settings = dict(tokenizer=tokenizer_path, template='phi3_chat',
                      max_length=8192)
@@ -26,7 +27,9 @@ train_dataloader = dict(
     dataset=dict(
         # every family once (the 4B repeats would only lengthen an epoch)
         repeats=[1] * 21,
-        data_root_prefix=('./data/', sample_root),
+        # the mix's own datasets read the generated copies under
+        # data/sample/; a dataset added to the mix keeps its ./data/ root
+        data_root_prefix=('./data/', sample_root, sample_datasets),
         pipeline_defaults=dict(
             EncodeConversation=text_settings,
             EncodeLLaVAConversation=text_settings,

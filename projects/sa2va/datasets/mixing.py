@@ -35,8 +35,10 @@ def apply_pipeline_defaults(cfg: dict, defaults: dict | None = None,
         defaults: ``{transform type: {arg: value}}`` filled into the
             pipeline steps of that type that do not set ``arg``.
         overrides: same shape, set whatever the step says.
-        data_root: ``(old_prefix, new_prefix)``: a ``data_root`` starting
-            with ``old_prefix`` gets ``new_prefix`` instead.
+        data_root: ``(old_prefix, new_prefix)`` or ``(old_prefix,
+            new_prefix, dataset_names)``: a ``data_root`` starting with
+            ``old_prefix`` gets ``new_prefix`` instead; with names, only the
+            datasets of those ``dataset_name`` s move (``move_data_root``).
 
     Nested mixes receive the settings (their own defaults win over outer
     defaults; outer overrides win over theirs).
@@ -53,9 +55,9 @@ def apply_pipeline_defaults(cfg: dict, defaults: dict | None = None,
                 step.update((overrides or {}).get(name) or {})
             steps.append(step)
         cfg['pipeline'] = steps
-    root = cfg.get('data_root')
-    if data_root and isinstance(root, str) and root.startswith(data_root[0]):
-        cfg['data_root'] = data_root[1] + root[len(data_root[0]):]
+    moved = move_data_root(cfg, data_root)
+    if moved is not None:
+        cfg['data_root'] = moved
     if 'datasets' in cfg:
         if defaults:
             cfg['pipeline_defaults'] = _merge(
@@ -66,6 +68,50 @@ def apply_pipeline_defaults(cfg: dict, defaults: dict | None = None,
         if data_root and not cfg.get('data_root_prefix'):
             cfg['data_root_prefix'] = tuple(data_root)
     return cfg
+
+
+def _check_prefix(data_root) -> None:
+    if data_root is None:
+        return
+    if (not isinstance(data_root, (tuple, list)) or len(data_root) not in
+            (2, 3) or not all(isinstance(p, str) for p in data_root[:2])):
+        raise ValueError(
+            f'data_root_prefix must be (old, new) or (old, new, '
+            f'[dataset names]), got {data_root!r}')
+
+
+def move_data_root(cfg: dict, data_root) -> str | None:
+    """The new ``data_root`` of a dataset config under ``data_root_prefix``
+    (None: it stays). ``(old, new)`` moves every dataset whose root starts
+    with ``old``; ``(old, new, names)`` only those whose ``dataset_name``
+    is in ``names``, so a dataset a user adds to a mix that inherits a
+    prefix (the tiny configs move the sample datasets to ``data/sample/``)
+    keeps its own ``./data/...`` root."""
+    _check_prefix(data_root)
+    root = cfg.get('data_root')
+    if not data_root or not isinstance(root, str) or \
+            not root.startswith(data_root[0]):
+        return None
+    if len(data_root) == 3 and cfg.get('dataset_name') not in data_root[2]:
+        return None
+    return data_root[1] + root[len(data_root[0]):]
+
+
+def _build_child(cfg: dict, original_root):
+    """Build a child dataset; a moved one that misses a file says where it
+    was moved from and to."""
+    try:
+        return DATASETS.build(cfg)
+    except FileNotFoundError as exc:
+        root = cfg.get('data_root')
+        if original_root is None or root == original_root:
+            raise
+        raise FileNotFoundError(
+            f'{exc}\n(dataset {cfg.get("dataset_name")!r}: its data_root '
+            f'{original_root!r} was moved to {root!r} by the mix\'s '
+            f'data_root_prefix; put the data under {root!r}, or leave the '
+            f'dataset out of data_root_prefix to read {original_root!r})'
+        ) from exc
 
 
 @DATASETS.register_module()
@@ -96,9 +142,13 @@ class MixedDataset(Dataset):
         dataset_pipeline_overrides: ``{dataset_name: {transform: {arg:
             value}}}``: overrides for the named children only (they win over
             ``pipeline_overrides``), e.g. one template for RefCOCO.
-        data_root_prefix: ``(old, new)``: children whose ``data_root``
-            starts with ``old`` read from ``new`` instead (the family bases
-            say ``./data/``; a demo on generated data says ``data/sample/``).
+        data_root_prefix: ``(old, new, names)``: the children named in
+            ``names`` whose ``data_root`` starts with ``old`` read from
+            ``new`` instead (the family bases say ``./data/``; the tiny
+            configs move the sample datasets to ``data/sample/``); a
+            dataset a user adds keeps its root. ``(old, new)`` moves every
+            child. A moved child that misses a file raises
+            ``FileNotFoundError`` naming both roots.
 
     Attributes:
         modality_length: ``(len(self),) int64``, from the datasets.
@@ -115,12 +165,13 @@ class MixedDataset(Dataset):
         if unknown:
             raise KeyError(f'dataset_pipeline_overrides names datasets not in '
                            f'the mix: {unknown}; known: {sorted(map(str, names))}')
+        _check_prefix(data_root_prefix)
         self.datasets = [
-            DATASETS.build(apply_pipeline_defaults(
+            _build_child(apply_pipeline_defaults(
                 d, pipeline_defaults,
                 _merge(pipeline_overrides, per_dataset.get(
                     d.get('dataset_name')), inner_wins=True),
-                data_root_prefix))
+                data_root_prefix), d.get('data_root'))
             if isinstance(d, dict) else d for d in datasets
         ]
         if not self.datasets:
