@@ -1,35 +1,42 @@
 """Installable package for the Sa2VA training plugin (``projects.sa2va``).
 
-Pinned to the stack verified together (see README "Install"):
-torch 2.5.1 + torchvision 0.20.1, xtuner[deepspeed] 0.2.0 (which pins
-transformers 4.48.0 and mmengine 0.10.6), pycocotools.
+Compatible ranges, not pins: ``pip install -e .`` into an existing
+environment keeps its torch (>= 2.5.1) and transformers (4.48 - 5.x). The two
+tested sets live in ``requirements/current.txt`` (torch 2.14.1 +
+transformers 5, the default of ``make setup``) and ``requirements/legacy.txt``
+(the Sa2VA v1 stack: torch 2.5.1 + xtuner 0.2.0 + transformers 4.48.0,
+``make setup-legacy``); README "Install".
 """
 from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
-    'torch==2.5.1',
-    'torchvision==0.20.1',
-    'xtuner[deepspeed]==0.2.0',
-    'transformers==4.48.0',
-    'mmengine==0.10.6',
-    'pycocotools>=2.0.7',
+    'torch>=2.5.1',
+    'torchvision>=0.20.1',
+    'transformers>=4.48.0,<6',
+    'tokenizers>=0.21',
     'safetensors>=0.4.3',
-    'tokenizers>=0.21,<0.22',
+    'peft>=0.15',            # LoRA with trainable_token_indices
+    'mmengine>=0.10.6,<0.11',
+    'pycocotools>=2.0.7',
     'numpy>=1.24',
     'pillow>=10.0',
     'matplotlib>=3.7',
-    'opencv-python>=4.8',   # video decoding, boundary F-measure
-    'psutil>=5.9',          # benchmarks: memory of the process tree
+    'opencv-python>=4.8',    # video decoding, boundary F-measure
+    'psutil>=5.9',           # benchmarks: memory of the process tree
 ]
 
 EXTRAS_REQUIRE = {
+    # the Sa2VA v1 stack: xtuner pins transformers 4.48.0, mmengine 0.10.6,
+    # bitsandbytes 0.45.0 (tests compare the chat templates with xtuner's)
+    'legacy': ['xtuner[deepspeed]>=0.2.0,<0.3'],
+    'deepspeed': ['deepspeed>=0.16.2'],
+    'qlora': ['bitsandbytes>=0.45.0'],
+    'tensorboard': ['tensorboard>=2.14'],
     'dev': [
         'pytest>=8.0',
         'pytest-timeout>=2.3',
+        'dashscope>=1.20',   # ships a real Qwen vocabulary (qwen.tiktoken)
     ],
-    # coco-caption scorers (METEOR, ROUGE-L, PTB tokenizer; need Java) for
-    # tools/test.py's caption and GCG figures
-    'eval': ['pycocoevalcap>=1.2'],
 }
 
 setup(
