@@ -20,13 +20,18 @@ prints a short table.
 ``CKPT`` may be ``-`` (built weights); ``--export DIR`` replaces CONFIG and
 CKPT by an export directory (``tools/export.py``). The items are parsed by the
 training datasets' own loaders (``load_data_list``), split
-``i % world_size == rank``, and the registered metrics gather the ranks'
-results. Output: ``<out>/metrics_<task>.json``; the caption task also
-writes ``<out>/captions_pred.json`` (COCO caption results, ``[{"image_id",
-"caption"}]``, one entry per region, ``image_id`` = the item's index) and
-``<out>/captions_ref.json`` (COCO caption annotations: ``images`` with
-``id``, ``record`` and ``region``; ``annotations`` with the reference
-captions), the pair ``pycocoevalcap``'s ``COCOEvalCap`` reads.
+``i % world_size == rank`` (torchrun: the ranks join a gloo group, on CPU
+too; each rank uses ``cuda:LOCAL_RANK`` when CUDA is there), and the
+registered metrics gather the ranks' results in item order.
+
+Outputs, named by the run (``--name``, default ``<task>_<dataset>``, see
+:func:`run_name`): ``<out>/metrics_<run>.json`` (metrics + checkpoint,
+config, split, dates, settings); caption and GCG: ``<out>/<run>_captions_pred.json``
+/ ``<out>/<run>_captions_ref.json`` (COCO caption files, what
+``pycocoevalcap``'s ``COCOEvalCap`` reads); ``--save-preds``: vos:
+``<out>/<run>_preds/Annotations/<video>/<exp_id>/<frame>.png`` (0 / 255,
+the Ref-YouTube-VOS / MeViS server layout: zip ``Annotations``), gcg:
+``<out>/<run>_preds/<image_id>.json`` (GLaMM's prediction files).
 """
 from __future__ import annotations
 
@@ -46,7 +51,13 @@ CAPTION_FORMATS = ('osprey', 'dam')
 REFSEG_QUESTION = 'Please segment {} in this image.'
 
 
+# Official max_new_tokens: Sa2VA's evaluation scripts generate with its
+# predict_forward default (2048); GLaMM's GCG inference uses 512.
+MAX_NEW_TOKENS = dict(refseg=2048, vos=2048, caption=2048, gcg=512)
+
+
 def parse_args(argv=None):
+    from mmengine.config import DictAction
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('config', nargs='?', help='training config')
     p.add_argument('checkpoint', nargs='?', default='-',
@@ -60,7 +71,12 @@ def parse_args(argv=None):
                         'Osprey-724K/osprey_detail_description.json)')
     p.add_argument('--split-file', default='refs(unc).p')
     p.add_argument('--split', default='val')
-    p.add_argument('--mask-file', default='mask_dict.json')
+    p.add_argument('--mask-file', default='mask_dict.json',
+                   help="vos: GT masks under data-root; 'none' for a split "
+                        'without GT (predictions only, with --save-preds)')
+    p.add_argument('--foreground-file', default='mask_dict_foreground.json',
+                   help='vos/ReVOS: foreground masks for R (used when the '
+                        'file exists)')
     p.add_argument('--img-prefix', default=None,
                    help='image folder under data-root (refseg default '
                         'coco2014/train2014/, vos default ""; caption/osprey: '
@@ -82,29 +98,106 @@ def parse_args(argv=None):
                         'instruction)')
     p.add_argument('--max-items', type=int, default=None,
                    help='evaluate only the first N items (smoke runs)')
-    p.add_argument('--max-new-tokens', type=int, default=64)
+    p.add_argument('--max-new-tokens', type=int, default=None,
+                   help='generation limit (default per task as the official '
+                        f'evaluations: {MAX_NEW_TOKENS})')
+    p.add_argument('--text-sim-model', default=None,
+                   help='gcg: local BERT-like model directory for the phrase '
+                        "similarity of recall (GLaMM: bert-base-uncased); "
+                        'without it a word-overlap stand-in is used')
+    p.add_argument('--caption-backend', default='auto',
+                   choices=('auto', 'pycocoevalcap', 'builtin'),
+                   help='caption / gcg figures: pycocoevalcap (METEOR; needs '
+                        'Java), builtin, or auto (the first when available)')
+    p.add_argument('--save-preds', action='store_true',
+                   help='vos: PNG masks in the server layout; gcg: GLaMM '
+                        'prediction JSON per image')
+    p.add_argument('--name', default=None,
+                   help='run name of the output files (default '
+                        '<task>_<dataset>)')
     p.add_argument('--out', default='work_dirs/eval')
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--cfg-options', nargs='*', default=[],
-                   help='predictor settings key=value (e.g. sampled_frames=5)')
-    return p.parse_args(argv)
+    p.add_argument('--device', default=None,
+                   help='torch device (default cuda when available, else cpu;'
+                        ' torchrun: cuda:LOCAL_RANK)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config keys (mmengine, as tools/train.py), '
+                        'e.g. model.mllm.max_length=4096')
+    p.add_argument('--predictor-options', nargs='+', default=[],
+                   help='predictor settings key=value (JSON values), e.g. '
+                        'sampled_frames=5 max_num_tiles=1 prompt_pool=area')
+    args = p.parse_args(argv)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = MAX_NEW_TOKENS[args.task]
+    return args
+
+
+def default_device(args) -> str:
+    """``--device``, else ``cuda:LOCAL_RANK`` when CUDA is there, else
+    ``cpu``."""
+    import torch
+    if args.device:
+        return args.device
+    if torch.cuda.is_available():
+        return f'cuda:{int(os.environ.get("LOCAL_RANK", 0))}'
+    return 'cpu'
+
+
+def predictor_options(args) -> dict:
+    """``--predictor-options`` as a dict (values parsed as JSON when they
+    are, else kept as strings)."""
+    out = {}
+    for item in args.predictor_options:
+        if '=' not in item:
+            raise SystemExit(f'--predictor-options: expected key=value, got '
+                             f'{item!r}')
+        key, value = item.split('=', 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def build_predictor(args):
+    from mmengine.config import Config
+
     from projects.sa2va.evaluation.predictor import Sa2VAPredictor
-    overrides = {}
-    for item in args.cfg_options:
-        key, value = item.split('=', 1)
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = predictor_options(args)
     if args.export:
+        if args.cfg_options:
+            raise SystemExit('--cfg-options needs CONFIG (not --export)')
         return Sa2VAPredictor.from_export(args.export, args.device, **overrides)
     if not args.config:
         raise SystemExit('give CONFIG CKPT or --export DIR')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     ckpt = None if args.checkpoint in (None, '-') else args.checkpoint
-    return Sa2VAPredictor.from_config(args.config, ckpt, args.device, **overrides)
+    return Sa2VAPredictor.from_config(cfg, ckpt, args.device, **overrides)
+
+
+def _stem(path: str) -> str:
+    return osp.splitext(osp.basename(path.rstrip('/')))[0]
+
+
+def run_name(args) -> str:
+    """``--name`` or ``<task>_<dataset>``: refseg ``<root>_<split file
+    tag>_<split>`` (``refseg_refcocog_umd_val``), vos / gcg ``<root>_<ann
+    stem>``, caption ``<format>_<ann stem>`` or ``dam_<subsets>``; only
+    letters, digits, ``.``, ``-`` and ``_``."""
+    if args.name:
+        tag = args.name
+    elif args.task == 'refseg':
+        split_tag = re.sub(r'^refs\((\w+)\)\.p$', r'\1', args.split_file)
+        tag = f'{args.task}_{_stem(args.data_root)}_{split_tag}_{args.split}'
+    elif args.task == 'caption' and args.caption_format == 'dam':
+        tag = f'caption_dam_{"-".join(args.subsets)}'
+    elif args.task == 'caption':
+        tag = f'caption_osprey_{_stem(args.ann_file or OSPREY_DESCRIPTION_FILE)}'
+    else:
+        tag = (f'{args.task}_{_stem(args.data_root)}_'
+               f'{_stem(args.ann_file or "instances.json")}')
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', tag).strip('_')
 
 
 def load_items(args) -> list:
@@ -126,23 +219,61 @@ def load_items(args) -> list:
                 items.append(dict(rec, object_index=k, item_id=f'{rec["record_id"]}/{k}'))
         return items
     if args.task == 'vos':
-        ds = DATASETS.build(dict(
-            type=args.dataset_type, data_root=args.data_root,
-            ann_file=ann_file, mask_file=args.mask_file,
-            data_prefix=dict(img_path=args.img_prefix or '')))
-        items = []
-        for i in range(len(ds)):
-            rec = ds.get_data_info(i)
-            for obj in rec['objects']:
-                items.append(dict(rec, object=obj,
-                                  item_id=f'{rec["record_id"]}/{obj["exp_id"]}'))
-        return items
+        return load_video_items(args, ann_file)
     ds = DATASETS.build(dict(
         type='GCGDataset', data_root=args.data_root, ann_file=ann_file,
         format=args.gcg_format,
         data_prefix=dict(img_path=args.img_prefix or '')))
     items = [ds.get_data_info(i) for i in range(len(ds))]
-    return [dict(r, item_id=r['record_id']) for r in items if not r['defect']]
+    # GLaMM's image id: the file name without extension
+    return [dict(r, item_id=_stem(r['img_path'])) for r in items
+            if not r['defect']]
+
+
+def load_video_items(args, ann_file: str) -> list:
+    """One item per expression: ``record_id`` (video), ``video_dir``,
+    ``frames`` (sorted stems), ``object`` (``exp``, ``exp_id``,
+    ``anno_ids``), ``mask_tracks`` (None without GT), ``type_id`` (ReVOS,
+    else None) and ``foreground`` (the video's per-frame foreground RLEs
+    in sorted frame order, or None)."""
+    from projects.sa2va.datasets.refvos import _load_meta_expressions
+    from projects.sa2va.registry import DATASETS
+    ann_path = osp.join(args.data_root, ann_file)
+    meta = _load_meta_expressions(ann_path)
+    img_dir = osp.join(args.data_root, args.img_prefix or '')
+    if args.mask_file.lower() == 'none':
+        records = [dict(record_id=vid, video_dir=osp.join(img_dir, vid),
+                        frames=sorted(v['frames']), mask_tracks=None,
+                        objects=[dict(exp=e['exp'], exp_id=str(eid))
+                                 for eid, e in sorted(v['expressions'].items())])
+                   for vid, v in meta.items() if v.get('expressions')]
+    else:
+        ds = DATASETS.build(dict(
+            type=args.dataset_type, data_root=args.data_root,
+            ann_file=ann_file, mask_file=args.mask_file,
+            data_prefix=dict(img_path=args.img_prefix or '')))
+        records = [ds.get_data_info(i) for i in range(len(ds))]
+    fg_path = osp.join(args.data_root, args.foreground_file)
+    foreground = None
+    if args.dataset_type == 'ReVOSDataset' and osp.isfile(fg_path):
+        with open(fg_path, encoding='utf-8') as f:
+            foreground = json.load(f)
+    items = []
+    for rec in records:
+        vid = rec['record_id']
+        order = list(meta[vid]['frames'])
+        fg = None
+        if foreground is not None:
+            if vid not in foreground:
+                raise ValueError(f'{fg_path}: no masks for video {vid!r}')
+            rles = foreground[vid]['masks_rle']
+            fg = [rles[order.index(s)] for s in rec['frames']]
+        for obj in rec['objects']:
+            type_id = meta[vid]['expressions'][obj['exp_id']].get('type_id') \
+                if args.dataset_type == 'ReVOSDataset' else None
+            items.append(dict(rec, object=obj, type_id=type_id, foreground=fg,
+                              item_id=f'{vid}/{obj["exp_id"]}'))
+    return items
 
 
 OSPREY_DESCRIPTION_FILE = 'Osprey-724K/osprey_detail_description.json'
@@ -261,13 +392,25 @@ def caption_region(item):
     return image, mask
 
 
-def _empty_first(masks, shape):
+def _decode_rle(rle, shape):
+    """``(H, W) bool`` of a COCO RLE (str or bytes counts; a list of RLEs or
+    an ``(H, W, K)`` decode is merged)."""
     import numpy as np
-    return masks[0].numpy() if len(masks) else np.zeros(shape, bool)
+    from pycocotools import mask as mask_utils
+    rles = rle if isinstance(rle, list) else [rle]
+    out = np.zeros(shape, bool)
+    for r in rles:
+        r = dict(r)
+        if isinstance(r['counts'], str):
+            r['counts'] = r['counts'].encode('ascii')
+        m = mask_utils.decode(r)
+        out |= (m.sum(axis=2) if m.ndim == 3 else m) != 0
+    return out
 
 
 def evaluate_item(predictor, args, item) -> dict:
-    """Prediction of one item as a metric data sample."""
+    """Prediction of one item as a metric data sample (``pred_*`` keys and,
+    with GT, the ``gt_*`` keys of the task's metric)."""
     import numpy as np
     from PIL import Image
 
@@ -291,26 +434,35 @@ def evaluate_item(predictor, args, item) -> dict:
         out = predictor.segment(image, REFSEG_QUESTION.format(phrase), n_tok)
         h, w = image.height, image.width
         gt = decode_object(polygon_parts(obj['segmentation']), h, w, 'union')
-        return dict(pred_mask=_empty_first(out['masks'], (h, w)), gt_mask=gt)
+        # no [SEG] in the answer: None (Sa2VA: skipped in cIoU, 0 in gIoU)
+        pred = out['masks'][0].numpy() if len(out['masks']) else None
+        return dict(pred_mask=pred, gt_mask=gt)
     if args.task == 'vos':
         paths = [osp.join(item['video_dir'], s + '.jpg') for s in item['frames']]
         question = expression_question(item['object']['exp'], SEG_QUESTIONS[1])
         out = predictor.segment_video(paths, question, n_tok)
         n = len(paths)
         h, w = Image.open(paths[0]).size[::-1]
-        gt = DecodeVideoMasks(allow_empty=True)(dict(
-            objects=[item['object']], mask_tracks=item['mask_tracks'],
-            frame_indices=list(range(n)), ori_shape=(h, w)))['masks'].numpy()
         pred = out['masks'][0].numpy() if len(out['masks']) else \
             np.zeros((n, h, w), bool)
-        return dict(pred_masks=pred, gt_masks=gt)
+        sample = dict(pred_masks=pred, video=item['record_id'],
+                      exp_id=item['object']['exp_id'], frames=item['frames'])
+        if item['mask_tracks'] is not None:
+            sample['gt_masks'] = DecodeVideoMasks(allow_empty=True)(dict(
+                objects=[item['object']], mask_tracks=item['mask_tracks'],
+                frame_indices=list(range(n)), ori_shape=(h, w)))['masks'].numpy()
+            sample['type_id'] = item['type_id']
+            if item['foreground'] is not None:
+                sample['foreground_masks'] = np.stack(
+                    [_decode_rle(r, (h, w)) for r in item['foreground']])
+        return sample
     image = Image.open(item['img_path']).convert('RGB')
     out = predictor.segment(image, predictor_gcg_question(), n_tok)
     h, w = image.height, image.width
     try:
         phrases = parse_gcg(out['text'])
     except ValueError:
-        phrases = [''] * len(out['masks'])
+        phrases = []
     gt_phrases = parse_gcg(item['answer'])
     gt = [decode_object(p, h, w, 'union') for p in item['segmentations']]
     return dict(image_id=item['item_id'], pred_masks=list(out['masks'].numpy()),
@@ -325,53 +477,142 @@ def predictor_gcg_question():
 
 
 def _plain_caption(text: str) -> str:
-    import re
     text = re.sub(r'</?p>|\[SEG\]', '', text)
     return re.sub(r'\s+', ' ', text).strip()
+
+
+def save_prediction(sample: dict, args, folder: str) -> None:
+    """``--save-preds`` files of one item. vos: ``folder/Annotations/
+    <video>/<exp_id>/<frame>.png``, mode L, 255 = object (Sa2VA's
+    ``ref_vos_eval.py --submit`` layout, what the Ref-YouTube-VOS and MeViS
+    servers score as a zip of ``Annotations``); gcg: ``folder/<image_id>.json``
+    = ``{"image_id", "caption", "phrases", "pred_masks": [COCO RLE]}``
+    (GLaMM's ``infer.py`` output, read by its ``evaluate.py``)."""
+    import numpy as np
+    from PIL import Image
+
+    from projects.sa2va.evaluation.gcg_metrics import mask_to_rle
+    if args.task == 'vos':
+        where = osp.join(folder, 'Annotations', sample['video'],
+                         sample['exp_id'])
+        os.makedirs(where, exist_ok=True)
+        for stem, mask in zip(sample['frames'], sample['pred_masks']):
+            Image.fromarray((np.asarray(mask) != 0).astype(np.uint8) * 255,
+                            mode='L').save(osp.join(where, stem + '.png'))
+    elif args.task == 'gcg':
+        os.makedirs(folder, exist_ok=True)
+        with open(osp.join(folder, f'{sample["image_id"]}.json'), 'w',
+                  encoding='utf-8') as f:
+            json.dump(dict(image_id=sample['image_id'],
+                           caption=sample['pred_caption'],
+                           phrases=sample['pred_phrases'],
+                           pred_masks=[mask_to_rle(m)
+                                       for m in sample['pred_masks']]), f)
+    else:
+        raise SystemExit(f'--save-preds is for vos and gcg, not {args.task}')
 
 
 METRIC = dict(refseg='RefSegMetric', vos='VideoJFMetric', gcg='GCGMetric',
               caption='CaptionMetric')
 
 
-def build_metric(args):
+def build_metric(args, name: str):
     from projects.sa2va.registry import METRICS
     cfg = dict(type=METRIC[args.task])
-    if args.task == 'caption':
-        cfg.update(pred_path=osp.join(args.out, 'captions_pred.json'),
-                   ref_path=osp.join(args.out, 'captions_ref.json'))
+    if args.task in ('caption', 'gcg'):
+        cfg.update(pred_path=osp.join(args.out, f'{name}_captions_pred.json'),
+                   ref_path=osp.join(args.out, f'{name}_captions_ref.json'),
+                   caption_backend=args.caption_backend)
+    if args.task == 'gcg':
+        cfg.update(text_sim_model=args.text_sim_model, device=args.device)
     return METRICS.build(cfg)
 
 
+def init_distributed() -> None:
+    """Join the torchrun process group with gloo (CPU or GPU: the results
+    are gathered as Python objects); each rank's CUDA device is
+    ``LOCAL_RANK``. mmengine's ``init_dist`` sets a CUDA device first and
+    fails without one."""
+    import torch
+    import torch.distributed as dist
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    dist.init_process_group(backend='gloo',
+                            rank=int(os.environ['RANK']),
+                            world_size=int(os.environ['WORLD_SIZE']))
+
+
 def main(argv=None) -> dict:
+    import datetime
+    import sys
+
+    from mmengine.dist import get_dist_info, is_main_process
+    from mmengine.utils import ProgressBar
     args = parse_args(argv)
-    from mmengine.dist import get_dist_info, init_dist, is_main_process
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
-        init_dist('pytorch', backend='gloo')
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec='seconds')
+    init_distributed()
     rank, world = get_dist_info()
+    args.device = default_device(args)
     import projects.sa2va.evaluation  # noqa: F401  (registers metrics)
+    name = run_name(args)
     items = load_items(args)
     if args.max_items:
         items = items[:args.max_items]
+    has_gt = not (args.task == 'vos' and args.mask_file.lower() == 'none')
+    if not has_gt and not args.save_preds:
+        raise SystemExit('--mask-file none evaluates nothing: add --save-preds')
     predictor = build_predictor(args)
-    if is_main_process():
-        os.makedirs(args.out, exist_ok=True)
-    metric = build_metric(args)
-    for i in range(rank, len(items), world):
-        metric.process(None, [evaluate_item(predictor, args, items[i])])
-    results = metric.evaluate(len(items))
-    if is_main_process():
-        os.makedirs(args.out, exist_ok=True)
-        path = osp.join(args.out, f'metrics_{args.task}.json')
-        with open(path, 'w', encoding='utf-8') as f:
-            json.dump(dict(task=args.task, items=len(items), metrics=results), f,
-                      indent=1)
-        width = max(len(k) for k in results)
-        print(f'{"metric":<{width}}  value')
-        for key, value in results.items():
-            print(f'{key:<{width}}  {value:.4f}' if isinstance(value, float)
-                  else f'{key:<{width}}  {value}')
-        print(f'metrics: {path}')
+    os.makedirs(args.out, exist_ok=True)
+    metric = build_metric(args, name) if has_gt else None
+    preds_dir = osp.join(args.out, f'{name}_preds')
+    mine = range(rank, len(items), world)
+    bar = ProgressBar(len(mine), file=sys.stderr) if rank == 0 else None
+    for i in mine:
+        sample = evaluate_item(predictor, args, items[i])
+        if args.save_preds:
+            save_prediction(sample, args, preds_dir)
+        if metric is not None:
+            metric.process(None, [sample])
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        sys.stderr.write('\n')
+    results = metric.evaluate(len(items)) if metric is not None else {}
+    if not is_main_process():
+        return results
+    record = dict(
+        task=args.task, dataset=name, items=len(items), metrics=results,
+        checkpoint=None if args.export else args.checkpoint,
+        config=args.config, export=args.export, data_root=args.data_root,
+        ann_file=args.ann_file, split=args.split if args.task == 'refseg'
+        else None, split_file=args.split_file if args.task == 'refseg'
+        else None, started=started,
+        finished=datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'),
+        settings=dict(
+            device=args.device, world_size=world,
+            max_new_tokens=args.max_new_tokens, max_items=args.max_items,
+            cfg_options=args.cfg_options and dict(args.cfg_options),
+            predictor=predictor.settings,
+            dataset_type=args.dataset_type if args.task == 'vos' else None,
+            gcg_format=args.gcg_format if args.task == 'gcg' else None,
+            caption_format=args.caption_format
+            if args.task == 'caption' else None,
+            caption_backend=args.caption_backend,
+            text_sim_model=args.text_sim_model),
+        predictions=preds_dir if args.save_preds else None)
+    path = osp.join(args.out, f'metrics_{name}.json')
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(record, f, indent=1, default=str)
+    width = max([len(k) for k in results] + [6])
+    print(f'{"metric":<{width}}  value')
+    for key, value in results.items():
+        print(f'{key:<{width}}  {value:.4f}' if isinstance(value, float)
+              else f'{key:<{width}}  {value}')
+    print(f'metrics: {path}')
     return results
 
 

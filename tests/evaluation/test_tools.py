@@ -50,8 +50,12 @@ def test_test_tool_refseg_and_vos(sample_cwd, monkeypatch):
     res = test_tool.main([CONFIG, '-', '--task', 'refseg', '--data-root',
                           'data/sample/ref_seg/refcoco', '--max-items', '1',
                           '--max-new-tokens', '2', '--out', 'eval'])
-    saved = json.loads((sample_cwd / 'eval' / 'metrics_refseg.json').read_text())
+    saved = json.loads((sample_cwd / 'eval' /
+                        'metrics_refseg_refcoco_unc_val.json').read_text())
     assert saved['metrics'] == res and res['refseg/num_samples'] == 1
+    assert saved['checkpoint'] == '-' and saved['config'] == CONFIG
+    assert saved['split'] == 'val' and saved['settings']['max_new_tokens'] == 2
+    assert saved['settings']['device'] == 'cpu' and saved['started'] <= saved['finished']
     assert 0.0 <= res['refseg/cIoU'] <= 1.0
     res = test_tool.main([CONFIG, '-', '--task', 'vos', '--data-root',
                           'data/sample/video_datas/revos', '--ann-file',
@@ -61,15 +65,67 @@ def test_test_tool_refseg_and_vos(sample_cwd, monkeypatch):
     assert res['vos/J&F'] == pytest.approx((res['vos/J'] + res['vos/F']) / 2)
 
 
+def test_test_tool_revos_subsets_and_saved_masks(sample_cwd, monkeypatch):
+    """All ReVOS expressions: referring / reason / overall, A and R (the
+    sample's mask_dict_foreground.json); --save-preds writes the server
+    layout Annotations/<video>/<exp_id>/<frame>.png, and a split without GT
+    (--mask-file none) writes the same files."""
+    import test as test_tool
+
+    from projects.sa2va.evaluation.predictor import Sa2VAPredictor
+    monkeypatch.chdir(sample_cwd)
+    root = sample_cwd / 'data/sample/video_datas/revos'
+    meta = json.loads((root / 'meta_expressions_train_.json').read_text())['videos']
+
+    def first_frame_only(self, frames, text, max_new_tokens):
+        h, w = np.asarray(Image.open(frames[0])).shape[:2]
+        masks = np.zeros((1, len(frames), h, w), bool)
+        masks[0, 0, : h // 2] = True
+        import torch
+        return dict(text='[SEG]', masks=torch.from_numpy(masks))
+
+    monkeypatch.setattr(Sa2VAPredictor, 'segment_video', first_frame_only)
+    args = ['--task', 'vos', '--data-root', str(root), '--ann-file',
+            'meta_expressions_train_.json', '--max-new-tokens', '2']
+    res = test_tool.main([CONFIG, '-', *args, '--out', 'eval_revos',
+                          '--save-preds'])
+    n_exp = sum(len(v['expressions']) for v in meta.values())
+    types = {e['type_id'] for v in meta.values() for e in v['expressions'].values()}
+    assert res['vos/num_expressions'] == n_exp and types == {0, 1}
+    for key in ('J', 'F', 'A', 'R', 'J&F'):
+        assert res[f'vos/overall/{key}'] == pytest.approx(
+            (res[f'vos/referring/{key}'] + res[f'vos/reason/{key}']) / 2)
+    name = 'vos_revos_meta_expressions_train'
+    pngs = sorted((sample_cwd / 'eval_revos' / f'{name}_preds' / 'Annotations')
+                  .rglob('*.png'))
+    assert len(pngs) == sum(len(v['frames']) * len(v['expressions'])
+                            for v in meta.values())
+    vid = sorted(meta)[0]
+    eid = sorted(meta[vid]['expressions'])[0]
+    first = np.asarray(Image.open(sample_cwd / 'eval_revos' / f'{name}_preds' /
+                                  'Annotations' / vid / eid /
+                                  f'{sorted(meta[vid]["frames"])[0]}.png'))
+    assert first.dtype == np.uint8 and set(np.unique(first)) == {0, 255}
+    assert first[0].all() and not first[-1].any()
+    res = test_tool.main([CONFIG, '-', *args, '--mask-file', 'none',
+                          '--out', 'eval_revos_nogt', '--save-preds'])
+    assert res == {}
+    again = sorted((sample_cwd / 'eval_revos_nogt' / f'{name}_preds' /
+                    'Annotations').rglob('*.png'))
+    assert [p.relative_to(p.parents[2]) for p in again] == \
+        [p.relative_to(p.parents[2]) for p in pngs]
+
+
 DAM_ROOT = 'data/sample/describe-anything-dataset/describe-anything-dataset'
 
 
-def _read_coco_captions(folder):
-    """The caption files through pycocotools' reader (COCOEvalCap uses it):
-    ``{image_id: prediction}``, ``{image_id: [references]}``."""
+def _read_coco_captions(folder, name):
+    """The caption files of run ``name`` through pycocotools' reader
+    (COCOEvalCap uses it): ``{image_id: prediction}``, ``{image_id:
+    [references]}``."""
     from pycocotools.coco import COCO
-    coco = COCO(str(folder / 'captions_ref.json'))
-    res = coco.loadRes(str(folder / 'captions_pred.json'))
+    coco = COCO(str(folder / f'{name}_captions_ref.json'))
+    res = coco.loadRes(str(folder / f'{name}_captions_pred.json'))
     preds = {a['image_id']: a['caption'] for a in res.dataset['annotations']}
     refs = {i: [a['caption'] for a in coco.imgToAnns[i]] for i in coco.getImgIds()}
     return preds, refs
@@ -83,15 +139,18 @@ def test_test_tool_caption_osprey_and_dam(sample_cwd, monkeypatch):
     # tiny model: files, formats, one caption per region
     res = test_tool.main([CONFIG, '-', '--task', 'caption', '--data-root',
                           'data/sample/osprey-724k', '--max-items', '3',
-                          '--max-new-tokens', '3', '--out', 'eval_cap'])
+                          '--max-new-tokens', '3', '--out', 'eval_cap',
+                          '--caption-backend', 'builtin'])
     out = sample_cwd / 'eval_cap'
-    saved = json.loads((out / 'metrics_caption.json').read_text())
-    assert saved == dict(task='caption', items=3, metrics=res)
+    name = 'caption_osprey_osprey_detail_description'
+    saved = json.loads((out / f'metrics_{name}.json').read_text())
+    assert (saved['task'], saved['dataset'], saved['items'], saved['metrics']) \
+        == ('caption', name, 3, res)
     assert res['caption/num_captions'] == 3
     assert all(0.0 <= res[f'caption/BLEU-{n}'] <= 1.0 for n in range(1, 5))
-    preds, refs = _read_coco_captions(out)
+    preds, refs = _read_coco_captions(out, name)
     assert sorted(preds) == sorted(refs) == [0, 1, 2]
-    images = json.loads((out / 'captions_ref.json').read_text())['images']
+    images = json.loads((out / f'{name}_captions_ref.json').read_text())['images']
     assert [im['region'] for im in images] == [1, 2, 3]
     assert len({im['record'] for im in images}) == 1
     # references lose the Osprey "regionN:" label; the record's k-th
@@ -118,8 +177,9 @@ def test_test_tool_caption_osprey_and_dam(sample_cwd, monkeypatch):
     monkeypatch.setattr(Sa2VAPredictor, 'describe', echo)
     res = test_tool.main([CONFIG, '-', '--task', 'caption', '--caption-format',
                           'dam', '--data-root', DAM_ROOT, '--subsets', 'LVIS',
-                          'PACO', '--out', 'eval_dam', '--cfg-options',
-                          'max_num_tiles=1', 'prompt_pool=area'])
+                          'PACO', '--out', 'eval_dam', '--predictor-options',
+                          'max_num_tiles=1', 'prompt_pool=area',
+                          '--caption-backend', 'builtin'])
     n = len(items)
     assert n >= 2 and len(calls) == n
     assert res['caption/num_captions'] == n
@@ -127,7 +187,8 @@ def test_test_tool_caption_osprey_and_dam(sample_cwd, monkeypatch):
     assert {q for _, _, q in calls} == {
         'Please generate a detailed description for the given image region.'}
     assert all(area > 0 for _, area, _ in calls)
-    preds, refs = _read_coco_captions(sample_cwd / 'eval_dam')
+    preds, refs = _read_coco_captions(sample_cwd / 'eval_dam',
+                                      'caption_dam_LVIS-PACO')
     assert preds == {i: items[i]['reference'] for i in range(n)}
     assert refs == {i: [items[i]['reference']] for i in range(n)}
 

@@ -239,8 +239,8 @@ def revos_summary(expressions: Sequence[dict]) -> Dict[str, float]:
         rounded to 0.01 %, subset means, ``overall`` = the mean of the two
         subsets (module docstring).
 
-    Raises:
-        ValueError: a subset has no expression.
+    A subset without expressions (e.g. a ``--max-items`` run) has no keys,
+    and ``overall`` needs both subsets (the script would print NaN).
     """
     keys = ['J', 'F', 'A'] + (['R'] if all(e.get('R') is not None
                                           for e in expressions) else [])
@@ -248,14 +248,15 @@ def revos_summary(expressions: Sequence[dict]) -> Dict[str, float]:
     for type_id, name in REVOS_SUBSETS.items():
         subset = [e for e in expressions if e['type_id'] == type_id]
         if not subset:
-            raise ValueError(f'ReVOS: no expression of type_id {type_id} '
-                             f'({name}); the overall score needs both')
+            continue
         for k in keys:
             out[f'{name}/{k}'] = float(np.mean(
                 [round(100 * e[k], 2) for e in subset])) / 100
         out[f'{name}/J&F'] = (out[f'{name}/J'] + out[f'{name}/F']) / 2
-    for k in keys + ['J&F']:
-        out[f'overall/{k}'] = (out[f'referring/{k}'] + out[f'reason/{k}']) / 2
+    if all(f'{name}/J' in out for name in REVOS_SUBSETS.values()):
+        for k in keys + ['J&F']:
+            out[f'overall/{k}'] = (out[f'referring/{k}']
+                                   + out[f'reason/{k}']) / 2
     return out
 
 
