@@ -26,7 +26,9 @@ def test_combine_rules_by_hand():
     g, st = combine_gradients(g1, conflict, 'owner', 0.5)
     assert st['dot'] == -1.0 and st['c'] == -1.0
     assert _flat(g).tolist() == [1.0, 1.0, 0.0, 1.5]
-    assert st['cos'] == pytest.approx(-1 / 14 ** 0.5)
+    assert st['cos'] == pytest.approx(-1 / 5 ** 0.5)        # over parameter 0 only
+    _, st = combine_gradients(g1, conflict, 'owner', 0.5, missing='zero')
+    assert st['cos'] == pytest.approx(-1 / 14 ** 0.5)       # g2 of parameter 2 counted
     g, _ = combine_gradients(g1, conflict, 'pcgrad', 0.5)     # conflicting: projected too
     assert _flat(g).tolist() == [1.0, 1.0, 0.0, 1.5]
     agree = [torch.tensor([2.0, 2.0]), None, None]
@@ -42,6 +44,48 @@ def test_combine_rules_by_hand():
     assert st['c'] == 0.0 and g[0].tolist() == [0.5, 0.5]
     with pytest.raises(ValueError):
         combine_gradients(g1, conflict, 'mean', 0.5)
+
+
+def test_missing_gradients_are_skipped_by_default():
+    # parameter 0: both loops; parameter 1: loop 1 only (e.g. SAM2 decoder)
+    g1 = [torch.tensor([1.0]), torch.tensor([3.0])]
+    g2 = [torch.tensor([1.0]), None]
+    g, st = combine_gradients(g1, g2, 'owner', 0.5)
+    # owner: dot and |g1|^2 over parameter 0 -> c = 1; loop 2 fully projected out
+    assert st['c'] == 1.0 and st['cos'] == pytest.approx(1.0)
+    assert [t.tolist() for t in g] == [[1.0], [3.0]]
+    g, st = combine_gradients(g1, g2, 'owner', 0.5, missing='zero')
+    # the former rule: |g1|^2 = 1 + 9 -> c = 0.1, parameter 1 shrunk by 1 - beta c
+    assert st['c'] == pytest.approx(0.1)
+    assert g[0].tolist() == pytest.approx([1.45]) and g[1].tolist() == pytest.approx([2.85])
+    with pytest.raises(ValueError, match='missing'):
+        combine_gradients(g1, g2, 'owner', 0.5, missing='drop')
+
+
+@pytest.mark.parametrize('missing', ['skip', 'zero'])
+def test_surgery_wrapper_passes_missing_gradients_as_none(missing):
+    torch.manual_seed(0)
+    lin, other = nn.Linear(2, 1), nn.Linear(2, 1)
+    params = list(lin.parameters()) + list(other.parameters())
+    w0 = [p.detach().clone() for p in params]
+    x = torch.randn(3, 2)
+
+    def losses():                               # loop 2 does not reach `other`
+        return lin(x).pow(2).mean() + other(x).pow(2).mean(), (lin(x) - 1).abs().mean()
+
+    l1, l2 = losses()
+    g1 = list(torch.autograd.grad(l1, params))
+    g2 = list(torch.autograd.grad(l2, params, allow_unused=True))
+    assert g2[2] is None and g2[3] is None
+    want, st = combine_gradients(g1, g2, 'owner', 0.5, missing)
+    wrap = GradSurgeryOptimWrapper(torch.optim.SGD(params, lr=0.1), rule='owner',
+                                   missing=missing)
+    wrap.update_params(losses())
+    for p, w, e in zip(params, w0, want):
+        assert torch.allclose(p, w - 0.1 * e, atol=1e-6)
+    assert wrap.message_hub.get_scalar('train/dual_c').current() == pytest.approx(st['c'])
+    if missing == 'skip':                       # `other` steps with its loop-1 gradient
+        assert torch.allclose(params[2], w0[2] - 0.1 * g1[2], atol=1e-6)
 
 
 def test_owner_rule_loop2_part_is_orthogonal():

@@ -13,23 +13,31 @@ from torch import Tensor, nn
 from ..registry import OPTIM_WRAPPERS
 
 
+MISSING_RULES = ('skip', 'zero')
+
+
 def combine_gradients(g1: Sequence[Optional[Tensor]], g2: Sequence[Optional[Tensor]],
-                      rule: str = 'owner', beta: float = 0.5
+                      rule: str = 'owner', beta: float = 0.5, missing: str = 'skip'
                       ) -> Tuple[List[Optional[Tensor]], Dict[str, float]]:
     """Combine the loop-1 and loop-2 gradients of the same parameters.
 
-    The scalars are taken over the concatenation of all parameters (None =
-    zeros): ``dot = <g1, g2>``, ``c = dot / |g1|^2`` (0 when ``|g1| = 0``).
-    ``rule='owner'``: ``g = g1 + beta * (g2 - c g1)`` always (the owner's
-    v2: loop 2 projected orthogonal to loop 1 even when they agree);
-    ``'pcgrad'``: the projection only when ``dot < 0``; ``'sum'``:
-    ``g = g1 + beta * g2``.
+    The scalars ``dot = <g1, g2>``, ``|g1|^2``, ``|g2|^2`` are sums over
+    parameters: with ``missing='skip'`` (the owner's code) over the
+    parameters that have both gradients only; with ``'zero'`` over every
+    parameter, a missing gradient counting as zeros (so parameters only loop
+    1 reaches enlarge ``|g1|^2`` and shrink ``c``). ``c = dot / |g1|^2`` (0
+    when ``|g1| = 0``). ``rule='owner'``: ``g = g1 + beta * (g2 - c g1)``
+    always (the owner's v2: loop 2 projected orthogonal to loop 1 even when
+    they agree); ``'pcgrad'``: the projection only when ``dot < 0``;
+    ``'sum'``: ``g = g1 + beta * g2``. A parameter with one gradient gets
+    ``g1`` (``'skip'``; ``g1 (1 - beta c)`` with ``'zero'``) or ``beta g2``.
 
     Args:
         g1, g2: one entry per parameter, float tensors of the parameter's
             shape or None (no gradient from that loss).
         rule: 'owner', 'pcgrad' or 'sum'.
         beta: weight of the (projected) loop-2 gradient.
+        missing: 'skip' or 'zero', see above.
 
     Returns:
         (``g`` list (None where both are None), stats ``{'dot', 'cos',
@@ -37,6 +45,8 @@ def combine_gradients(g1: Sequence[Optional[Tensor]], g2: Sequence[Optional[Tens
     """
     if rule not in ('owner', 'pcgrad', 'sum'):
         raise ValueError(f"rule must be 'owner', 'pcgrad' or 'sum', got {rule!r}")
+    if missing not in MISSING_RULES:
+        raise ValueError(f'missing must be one of {MISSING_RULES}, got {missing!r}')
     if len(g1) != len(g2):
         raise ValueError(f'{len(g1)} loop-1 gradients vs {len(g2)} loop-2 gradients')
     pairs = [(a, b) for a, b in zip(g1, g2) if a is not None or b is not None]
@@ -46,6 +56,8 @@ def combine_gradients(g1: Sequence[Optional[Tensor]], g2: Sequence[Optional[Tens
     zero = ref.new_zeros((), dtype=torch.float64)
     dot, n1, n2 = zero.clone(), zero.clone(), zero.clone()
     for a, b in pairs:
+        if missing == 'skip' and (a is None or b is None):
+            continue
         if a is not None:
             n1 += a.double().pow(2).sum()
         if b is not None:
@@ -59,11 +71,13 @@ def combine_gradients(g1: Sequence[Optional[Tensor]], g2: Sequence[Optional[Tens
     for a, b in zip(g1, g2):
         if a is None and b is None:
             out.append(None)
-            continue
-        g = (a.clone() * (1.0 - beta * c)) if a is not None else torch.zeros_like(b)
-        if b is not None:
-            g = g + beta * b
-        out.append(g)
+        elif b is None and missing == 'skip':
+            out.append(a.clone())
+        elif a is None:
+            out.append(beta * b)
+        else:
+            g = a.clone() * (1.0 - beta * c)
+            out.append(g if b is None else g + beta * b)
     denom = float((n1 * n2).sqrt())
     return out, dict(dot=float(dot), cos=float(dot) / denom if denom > 0 else 0.0, c=c)
 
@@ -87,6 +101,9 @@ class GradSurgeryOptimWrapper(OptimWrapper):
     Args (besides :class:`mmengine.optim.OptimWrapper`'s):
         rule: 'owner' (always project, v2), 'pcgrad' or 'sum'.
         beta: weight of the loop-2 gradient (0.5).
+        missing: 'skip' (owner: the scalars over parameters both losses
+            reach, on any rank) or 'zero' (a missing gradient counts as
+            zeros), see :func:`combine_gradients`.
         amp_dtype: None (no autocast) or 'bfloat16' / 'float16': the forward
             runs under ``torch.autocast`` on the model's device type (the
             role of ``AmpOptimWrapper(dtype=...)``; no loss scaling, so
@@ -100,13 +117,13 @@ class GradSurgeryOptimWrapper(OptimWrapper):
                        fcs='text_hidden_fcs')
 
     def __init__(self, *args, rule: str = 'owner', beta: float = 0.5,
-                 amp_dtype: Optional[str] = None, norm_groups: Optional[dict] = None,
-                 **kwargs):
+                 missing: str = 'skip', amp_dtype: Optional[str] = None,
+                 norm_groups: Optional[dict] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.norm_groups = dict(self.NORM_GROUPS if norm_groups is None else norm_groups)
         self._param_group: Dict[int, Optional[str]] = {}
-        combine_gradients([], [], rule, beta)        # validates the rule
-        self.rule, self.beta = rule, float(beta)
+        combine_gradients([], [], rule, beta, missing)        # validates the rules
+        self.rule, self.beta, self.missing = rule, float(beta), missing
         if amp_dtype not in (None, 'bfloat16', 'float16'):
             raise ValueError(f"amp_dtype must be None, 'bfloat16' or 'float16', got {amp_dtype!r}")
         self.amp_dtype = getattr(torch, amp_dtype) if amp_dtype else None
@@ -141,6 +158,14 @@ class GradSurgeryOptimWrapper(OptimWrapper):
             i += g.numel()
         return out
 
+    @staticmethod
+    def _all_reduce_max(t: Tensor) -> Tensor:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t
+
     def update_params(self, loss, step_kwargs: Optional[Dict] = None,
                       zero_kwargs: Optional[Dict] = None) -> None:
         if not (isinstance(loss, (tuple, list)) and len(loss) == 2):
@@ -152,19 +177,26 @@ class GradSurgeryOptimWrapper(OptimWrapper):
         for i, part in enumerate(loss):
             got = torch.autograd.grad(self.scale_loss(part), params, allow_unused=True,
                                       retain_graph=i == 0)
-            got = [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)]
-            grads.append(self._all_reduce_mean(got))
-        combined, stats = combine_gradients(grads[0], grads[1], self.rule, self.beta)
+            # which parameters this loss reaches on any rank (the same rule
+            # everywhere), then the averaged gradients; None where no rank has one
+            reached = self._all_reduce_max(torch.tensor(
+                [g is not None for g in got], dtype=torch.float32, device=params[0].device))
+            got = self._all_reduce_mean(
+                [torch.zeros_like(p) if g is None else g for p, g in zip(params, got)])
+            grads.append([g if r > 0 else None for g, r in zip(got, reached.tolist())])
+        combined, stats = combine_gradients(grads[0], grads[1], self.rule, self.beta,
+                                            self.missing)
         for i, gs in enumerate(grads):
             sq: Dict[str, float] = {}
             for p, g in zip(params, gs):
                 group = self._param_group.get(id(p))
-                if group is not None:
+                if group is not None and g is not None:
                     sq[group] = sq.get(group, 0.0) + float(g.double().pow(2).sum())
             for group, v in sq.items():
                 stats[f'g{i + 1}_{group}'] = v ** 0.5
         for p, g in zip(params, combined):
-            p.grad = g.to(p.dtype) if p.grad is None else p.grad + g.to(p.dtype)
+            if g is not None:
+                p.grad = g.to(p.dtype) if p.grad is None else p.grad + g.to(p.dtype)
         for k, v in stats.items():
             self.message_hub.update_scalar(f'train/dual_{k}', v)
         self._inner_count += 1
