@@ -54,7 +54,7 @@ def test_layout_and_manifest(sample):
     assert written['files'] == manifest['files']
     assert 'root' not in written       # no machine-specific path inside
     assert manifest['options']['families'] == list(FAMILIES)
-    assert len(manifest['datasets']) == 24
+    assert len(manifest['datasets']) == 25
     assert manifest['bad_records'] == []
     # every awkward case names a written file
     assert len(manifest['awkward_cases']) >= 20

@@ -18,3 +18,4 @@ from .mask_caption import (DescribeAnythingCaptionDataset,  # noqa: F401
                            OpenImageSegDataset, RefCOCOCaptionDataset,
                            SA1BDataset, SAVPairNpzDataset,
                            SAVPairReleaseDataset)
+from .own_data import LoadMaskFiles, OwnDataset  # noqa: F401

@@ -13,6 +13,7 @@ so a config's ``data_root='data/sample'`` replaces ``./data``)::
     glamm_data/                       gcg
     llava_data/                       vqa
     mask_caption/                     mask_caption (npz pairs, SA-1B, OpenImage)
+    my_data/                          own_data (the own-data format)
     manifest.json
 
 Each module's docstring gives its files in detail.
@@ -25,15 +26,17 @@ from pathlib import Path
 from .common import Context, Manifest, SampleSpec
 from .files import Writer
 
-FAMILIES = ('visual_prompt', 'refseg', 'refvos', 'gcg', 'vqa', 'mask_caption')
+FAMILIES = ('visual_prompt', 'refseg', 'refvos', 'gcg', 'vqa', 'mask_caption',
+            'own_data')
 MANIFEST_NAME = 'manifest.json'
 
 
 def _writers() -> dict:
-    from . import gcg, mask_caption, refseg, refvos, visual_prompt, vqa
+    from . import (gcg, mask_caption, own_data, refseg, refvos,
+                   visual_prompt, vqa)
     return {'visual_prompt': visual_prompt.write, 'refseg': refseg.write,
             'refvos': refvos.write, 'gcg': gcg.write, 'vqa': vqa.write,
-            'mask_caption': mask_caption.write}
+            'mask_caption': mask_caption.write, 'own_data': own_data.write}
 
 
 def make_sample_data(out_dir, scale: int = 1, seed: int = 0, families=None,
