@@ -22,12 +22,16 @@ from torchvision.transforms import functional as TF
 from ..constants import (GRID_SIZE, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD,
                          IMG_CONTEXT_TOKEN, SAM2_IMAGE_SIZE, VP_END_TOKEN,
                          VP_START_TOKEN)
+from .pixels import (check_resampler, nearest_indices, nearest_resize_masks,
+                     resize_image, stack_uint8_images)
+from .rle import rle_counts_from_string
 
 __all__ = [
     'pixel_values_from_image', 'image_to_uint8_tensor', 'normalize_uint8',
     'stack_uint8_images', 'resize_rgb', 'sam2_resize',
     'find_closest_grid', 'dynamic_tiles', 'sam2_pixel_values', 'decode_mask',
     'rle_counts_from_string', 'pool_prompt_masks', 'repair_empty_prompt_masks',
+    'nearest_indices', 'nearest_resize_masks',
     'region_token_counts', 'visual_prompt_text', 'mask_caption_item',
     'resize_mask_nearest',
     'derive_mask_caption_batch', 'option_a_tiles', 'option_a_prompt_masks'
@@ -44,8 +48,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == 'RGB' else image.convert('RGB')
 
 
-def image_to_uint8_tensor(image: Image.Image,
-                          image_size: int = IMAGE_SIZE) -> torch.Tensor:
+def image_to_uint8_tensor(image: Image.Image, image_size: int = IMAGE_SIZE,
+                          resampler: str = 'pil') -> torch.Tensor:
     """RGB-convert and bicubic-resize a PIL image, keep it as bytes.
 
     This is steps 1-2 of the seed's vision-tower rule (``convert('RGB')``,
@@ -57,41 +61,29 @@ def image_to_uint8_tensor(image: Image.Image,
     Args:
         image: any PIL mode (L, P, RGBA, ... are converted to RGB).
         image_size: side ``s`` of the square output.
+        resampler: ``'pil'`` (the rule, exact) or ``'torch'`` (opt-in fast
+            resize, :func:`~projects.sa2va.transforms.resample.resize_image`).
 
     Returns:
-        ``(3, s, s) uint8`` tensor, values 0..255.
+        ``(3, s, s) uint8`` tensor, values 0..255, channels-last in memory
+        (see :func:`stack_uint8_images`).
     """
-    return _hwc_to_chw_tensor(resize_rgb(image, image_size))
+    return stack_uint8_images([resize_rgb(image, image_size, resampler)])[0]
 
 
-def resize_rgb(image: Image.Image, image_size: int = IMAGE_SIZE
-               ) -> Image.Image:
+def resize_rgb(image: Image.Image, image_size: int = IMAGE_SIZE,
+               resampler: str = 'pil') -> Image.Image:
     """``convert('RGB')`` + torchvision ``Resize((s, s), BICUBIC)`` on a PIL
-    image (PIL's bicubic); a no-op for an RGB image already ``s`` square."""
+    image (PIL's bicubic); a no-op for an RGB image already ``s`` square.
+    ``resampler='torch'``: the opt-in fast resize instead."""
     image = _to_rgb(image)
     if image.size != (image_size, image_size):
-        image = TF.resize(image, [image_size, image_size],
-                          interpolation=InterpolationMode.BICUBIC)
+        if check_resampler(resampler) == 'pil':
+            image = TF.resize(image, [image_size, image_size],
+                              interpolation=InterpolationMode.BICUBIC)
+        else:
+            image = resize_image(image, (image_size, image_size), resampler)
     return image
-
-
-def _hwc_to_chw_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> ``(3, H, W) uint8`` tensor.
-
-    The transpose is done by numpy: a torch ``permute().contiguous()`` of a
-    small image runs multi-threaded and costs ~20x more when dataloader
-    workers compete for cores.
-    """
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
-
-def stack_uint8_images(images: Sequence[Image.Image]) -> torch.Tensor:
-    """Same-size RGB PIL images -> ``(n, 3, H, W) uint8``, one copy, numpy
-    only (no multi-threaded torch op on the data-loading path)."""
-    array = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1,
-                                                                 2)))
 
 
 def normalize_uint8(images: torch.Tensor,
@@ -102,7 +94,10 @@ def normalize_uint8(images: torch.Tensor,
 
     Bit-identical to torchvision's ``ToTensor()`` then ``Normalize(mean,
     std)`` on the same pixels: the same float32 operations in the same order
-    (``x / 255``, ``- mean``, ``/ std``). The cast to ``dtype`` happens last.
+    (``x / 255``, ``- mean``, ``/ std``), done in place on one float32
+    buffer (the only full-size temporary; the uint8 -> float copy also
+    makes channels-last input channels-first). The cast to ``dtype``
+    happens last.
 
     Args:
         images: ``(..., 3, H, W) uint8`` in [0, 255].
@@ -110,7 +105,7 @@ def normalize_uint8(images: torch.Tensor,
         dtype: output dtype (float32 keeps bit-identity with the seed).
 
     Returns:
-        ``(..., 3, H, W)`` float tensor, ImageNet-normalised.
+        ``(..., 3, H, W)`` float tensor, ImageNet-normalised, contiguous.
     """
     if images.dtype != torch.uint8:
         raise TypeError(f'normalize_uint8 expects uint8 images, got '
@@ -118,11 +113,13 @@ def normalize_uint8(images: torch.Tensor,
     if images.ndim < 3 or images.shape[-3] != 3:
         raise ValueError(f'expected (..., 3, H, W) images, got shape '
                          f'{tuple(images.shape)}')
-    x = images.to(torch.float32).div(255)
+    x = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    x.copy_(images)
+    x.div_(255)
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
-    x = x.sub(m.view(-1, 1, 1)).div(s.view(-1, 1, 1))
-    return x.to(dtype)
+    x.sub_(m.view(-1, 1, 1)).div_(s.view(-1, 1, 1))
+    return x if dtype == torch.float32 else x.to(dtype)
 
 
 def pixel_values_from_image(image: Image.Image,
@@ -182,8 +179,8 @@ def find_closest_grid(width: int, height: int, min_num: int = 1,
 
 
 def dynamic_tiles(image: Image.Image, min_num: int = 1, max_num: int = 12,
-                  image_size: int = IMAGE_SIZE,
-                  use_thumbnail: bool = True) -> list[Image.Image]:
+                  image_size: int = IMAGE_SIZE, use_thumbnail: bool = True,
+                  resampler: str = 'pil') -> list[Image.Image]:
     """Cut an image into InternVL dynamic-resolution tiles.
 
     The image is resized (PIL default filter, bicubic) to ``(image_size *
@@ -194,6 +191,8 @@ def dynamic_tiles(image: Image.Image, min_num: int = 1, max_num: int = 12,
 
     Args:
         image: PIL image (converted to RGB).
+        resampler: ``'pil'`` (the rule) or ``'torch'`` (opt-in fast resize,
+            :func:`~projects.sa2va.transforms.resample.resize_image`).
 
     Returns:
         list of ``1 .. max_num + 1`` RGB PIL images of ``image_size`` square.
@@ -202,104 +201,50 @@ def dynamic_tiles(image: Image.Image, min_num: int = 1, max_num: int = 12,
     width, height = image.size
     cols, rows = find_closest_grid(width, height, min_num, max_num,
                                    image_size)
-    resized = image.resize((image_size * cols, image_size * rows))
+    resized = resize_image(image, (image_size * cols, image_size * rows),
+                           resampler)
     tiles = []
     for k in range(cols * rows):
         left, top = (k % cols) * image_size, (k // cols) * image_size
         tiles.append(
             resized.crop((left, top, left + image_size, top + image_size)))
     if use_thumbnail and len(tiles) > 1:
-        tiles.append(image.resize((image_size, image_size)))
+        tiles.append(resize_image(image, (image_size, image_size),
+                                  resampler))
     return tiles
 
 
 # ---------------------------------------------------------------------------
 # SAM2 input
 # ---------------------------------------------------------------------------
-def sam2_pixel_values(image: Image.Image,
-                      size: int = SAM2_IMAGE_SIZE) -> torch.Tensor:
+def sam2_pixel_values(image: Image.Image, size: int = SAM2_IMAGE_SIZE,
+                      resampler: str = 'pil') -> torch.Tensor:
     """SAM2 input: direct resize (aspect ratio not kept), raw bytes.
 
     ``image.convert('RGB').resize((size, size))`` with PIL's default filter
     (bicubic for RGB), channels first, no normalisation (the model does it).
     Always made from the raw pixels, never from a normalised tensor.
 
+    ``resampler='torch'``: the opt-in fast resize instead
+    (:func:`~projects.sa2va.transforms.resample.resize_image`).
+
     Returns:
-        ``(3, size, size) uint8``, values 0..255.
+        ``(3, size, size) uint8``, values 0..255, channels-last in memory
+        (see :func:`stack_uint8_images`).
     """
-    return _hwc_to_chw_tensor(sam2_resize(image, size))
+    return stack_uint8_images([sam2_resize(image, size, resampler)])[0]
 
 
-def sam2_resize(image: Image.Image, size: int = SAM2_IMAGE_SIZE
-                ) -> Image.Image:
-    """``convert('RGB').resize((size, size))``, PIL's default filter."""
-    image = _to_rgb(image)
-    return image if image.size == (size, size) else image.resize((size,
-                                                                  size))
+def sam2_resize(image: Image.Image, size: int = SAM2_IMAGE_SIZE,
+                resampler: str = 'pil') -> Image.Image:
+    """``convert('RGB').resize((size, size))``, PIL's default filter (or the
+    opt-in fast ``resampler='torch'``)."""
+    return resize_image(_to_rgb(image), (size, size), resampler)
 
 
 # ---------------------------------------------------------------------------
 # Masks
 # ---------------------------------------------------------------------------
-def rle_counts_from_string(counts: str | bytes) -> np.ndarray:
-    """Decode COCO's compressed RLE string into its run lengths.
-
-    The codec: each count is a signed number in 5-bit groups (least
-    significant first) stored as ``chr(48 + group | 0x20 if more)``; from
-    the fourth count on, the value is a delta to the count two places back.
-
-    Args:
-        counts: the ``counts`` string (``str`` or ``bytes``, ASCII).
-
-    Returns:
-        ``(m,) int64`` run lengths, alternating 0-runs and 1-runs, starting
-        with 0s (the first run may be 0).
-
-    Raises:
-        ValueError: characters outside the codec's range, a truncated last
-            count, or a negative run length.
-    """
-    if isinstance(counts, str):
-        try:
-            raw = counts.encode('ascii')
-        except UnicodeEncodeError as exc:
-            raise ValueError(f'RLE counts string is not ASCII: {exc}') from None
-    elif isinstance(counts, (bytes, bytearray)):
-        raw = bytes(counts)
-    else:
-        raise TypeError(f'RLE counts must be str or bytes, got '
-                        f'{type(counts).__name__}')
-    if not raw:
-        raise ValueError('RLE counts string is empty')
-    c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
-    if c.min() < 0 or c.max() > 63:
-        bad = raw[int(np.flatnonzero((c < 0) | (c > 63))[0])]
-        raise ValueError(f'RLE counts string has a character outside the '
-                         f'COCO codec range: {chr(bad)!r}')
-    ends = (c & 0x20) == 0
-    if not ends[-1]:
-        raise ValueError('RLE counts string is truncated (its last '
-                         'character continues a number)')
-    end_idx = np.flatnonzero(ends)
-    starts = np.concatenate([[0], end_idx[:-1] + 1])
-    group = np.repeat(np.arange(len(starts)), end_idx - starts + 1)
-    k = np.arange(len(c)) - starts[group]
-    values = np.add.reduceat((c & 0x1f) << (5 * k), starts)
-    sign = (c[end_idx] & 0x10) != 0
-    values = values - (sign.astype(np.int64) << (5 * (k[end_idx] + 1)))
-    # Undo the delta coding: cnts[m] += cnts[m - 2] for m > 2.
-    out = values.copy()
-    if len(out) > 3:
-        odd = out[3::2]
-        out[3::2] = np.cumsum(odd) + out[1]
-    if len(out) > 4:
-        even = out[4::2]
-        out[4::2] = np.cumsum(even) + out[2]
-    if (out < 0).any():
-        raise ValueError('RLE counts string decodes to a negative run length')
-    return out
-
-
 def _check_rle_size(segmentation: dict, height: int, width: int) -> None:
     size = segmentation.get('size')
     if size is None:
@@ -458,6 +403,10 @@ def pool_prompt_masks(masks, grid: int = GRID_SIZE, mode: str = 'nearest',
     * ``'area'`` (Describe Anything): NEAREST resize to ``(vision_size,
       vision_size)``, ``F.adaptive_avg_pool2d`` to ``(g, g)``, ``> 0.5``.
 
+    The nearest resizes sample the pixels torch's rule reads
+    (:func:`nearest_resize_masks`) instead of interpolating a float copy of
+    the full-size masks: the same cells, a fraction of the work.
+
     Both are bit-exact to the seed with ``ensure_nonempty=False``. With
     ``ensure_nonempty=True``, a non-empty object whose pooled mask came out
     empty gets the single cell it covers most
@@ -475,15 +424,13 @@ def pool_prompt_masks(masks, grid: int = GRID_SIZE, mode: str = 'nearest',
         ``(n_obj, g, g) bool``.
     """
     masks = _as_mask_stack(masks)
-    x = (masks != 0).to(torch.float32)[None]  # (1, n, H, W)
-    if x.shape[1] == 0:
+    if masks.shape[0] == 0:
         return torch.zeros((0, grid, grid), dtype=torch.bool)
     if mode == 'nearest':
-        pooled = F.interpolate(x, size=(grid, grid), mode='nearest')[0] > 0
+        pooled = nearest_resize_masks(masks, grid)
     elif mode == 'area':
-        resized = F.interpolate(x, size=(vision_size, vision_size),
-                                mode='nearest')
-        pooled = F.adaptive_avg_pool2d(resized, (grid, grid))[0] > 0.5
+        resized = nearest_resize_masks(masks, vision_size).to(torch.float32)
+        pooled = F.adaptive_avg_pool2d(resized[None], (grid, grid))[0] > 0.5
     else:
         raise ValueError(f"unknown pooling mode {mode!r} (expected 'nearest' "
                          f"or 'area')")
@@ -590,7 +537,7 @@ def mask_caption_item(image: Image.Image, mask, caption: str | None = None,
                          f'size (H, W) = {(image.height, image.width)}')
     resized = image.resize((size, size), Image.BILINEAR)
     if as_uint8:
-        image1 = _hwc_to_chw_tensor(resized)
+        image1 = stack_uint8_images([resized])[0]
         mask1 = resize_mask_nearest(array, size).to(torch.uint8)
     else:
         image1 = TF.normalize(TF.to_tensor(resized), IMAGENET_MEAN,
@@ -619,11 +566,11 @@ def option_a_tiles(images: torch.Tensor, image_size: int = IMAGE_SIZE,
 def option_a_prompt_masks(masks: torch.Tensor,
                           grid: int = GRID_SIZE) -> torch.Tensor:
     """Option A's prompt grids: ``(B, S, S)`` {0, 1} -> ``(B, grid, grid)
-    bool`` (nearest; the same rule as :func:`pool_prompt_masks` 'nearest')."""
+    bool`` (nearest; the same rule as :func:`pool_prompt_masks` 'nearest',
+    :func:`nearest_resize_masks`)."""
     if masks.ndim != 3:
         raise ValueError(f'expected masks (B, S, S), got {tuple(masks.shape)}')
-    return F.interpolate(masks[:, None].float(), size=(grid, grid),
-                         mode='nearest')[:, 0].bool()
+    return nearest_resize_masks(masks, grid)
 
 
 def derive_mask_caption_batch(image1: torch.Tensor, mask1: torch.Tensor,

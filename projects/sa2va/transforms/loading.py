@@ -3,31 +3,56 @@ from __future__ import annotations
 
 import os
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..constants import IMAGE_SIZE, SAM2_IMAGE_SIZE
 from ..registry import TRANSFORMS
 from .base import BaseTransform, RecordError, require
+from .image_io import decode_rgb
 from .functional import (dynamic_tiles, normalize_uint8, resize_rgb,
                          sam2_pixel_values, sam2_resize, stack_uint8_images)
+from .pixels import check_resampler
 
 
 def open_rgb(path: str) -> Image.Image:
-    """Open an image file fully decoded as RGB.
+    """Open an image file fully decoded as 8-bit RGB
+    (:func:`~projects.sa2va.transforms.image_io.decode_rgb`: 16-bit images
+    scaled, not clipped).
 
     Raises:
-        RecordError: ``'missing_image'`` or ``'corrupt_image'`` naming the
-            file.
+        RecordError: ``'missing_image'``, ``'corrupt_image'``,
+            ``'image_too_large'`` (over PIL's decompression-bomb limit) or
+            ``'unsupported_image_mode'``, naming the file.
     """
     if not os.path.isfile(path):
         raise RecordError('missing_image', f'image file not found: {path}')
+    return decode_rgb(path, path)
+
+
+def check_stated_size(results: dict, image: Image.Image, path: str) -> None:
+    """The annotation's stated ``ori_shape`` must be the image's size.
+
+    Masks are decoded at the stated size (polygons) or carry it (RLE), so an
+    image of another size (a resized or rotated copy) would get masks at the
+    wrong place: a record error (``'size_mismatch'``), naming the file, both
+    sizes, and whether the image is the transposed size.
+    """
+    stated = results.get('ori_shape')
+    if stated is None:
+        return
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert('RGB')
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise RecordError('corrupt_image',
-                          f'cannot decode image {path}: {exc}') from None
+        stated = (int(stated[0]), int(stated[1]))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise RecordError('size_mismatch', f'{path}: stated image size '
+                          f'{stated!r} is not (height, width)') from None
+    actual = (image.height, image.width)
+    if stated != actual:
+        hint = ' (transposed: rotated image or swapped height/width?)' \
+            if stated == actual[::-1] else ''
+        raise RecordError('size_mismatch',
+                          f'{path}: image is {actual[0]}x{actual[1]} (HxW), '
+                          f'the annotation states {stated[0]}x{stated[1]}'
+                          f'{hint}')
 
 
 @TRANSFORMS.register_module()
@@ -40,6 +65,9 @@ class LoadImage(BaseTransform):
             of an error.
 
     Required Keys: ``img_path`` (str).
+
+    Optional Keys: ``ori_shape`` ((H, W) stated by the annotation): the
+    image must have this size (:func:`check_stated_size`).
 
     Added Keys: ``image`` (PIL RGB), ``ori_shape`` ((H, W) ints), or
     ``text_only`` (True).
@@ -56,6 +84,7 @@ class LoadImage(BaseTransform):
             raise RecordError('missing_image', 'record has no img_path')
         path = results['img_path']
         image = open_rgb(path)
+        check_stated_size(results, image, path)
         results['image'] = image
         results['ori_shape'] = (image.height, image.width)
         return results
@@ -97,6 +126,8 @@ class DynamicTiles(BaseTransform):
             :func:`~projects.sa2va.transforms.functional.dynamic_tiles`.
         enabled: ``False`` gives a single tile (the whole image), as the
             single-image mode of Sa2VA.
+        resampler: ``'pil'`` (the seed's rule) or ``'torch'`` (opt-in fast
+            resize, :mod:`~projects.sa2va.transforms.pixels`).
 
     Required Keys: ``image`` (PIL RGB).
 
@@ -106,8 +137,9 @@ class DynamicTiles(BaseTransform):
 
     def __init__(self, min_num: int = 1, max_num: int = 12,
                  image_size: int = IMAGE_SIZE, use_thumbnail: bool = True,
-                 enabled: bool = True):
+                 enabled: bool = True, resampler: str = 'pil'):
         self.min_num, self.max_num = min_num, max_num
+        self.resampler = check_resampler(resampler)
         self.image_size = image_size
         self.use_thumbnail = use_thumbnail
         self.enabled = enabled
@@ -118,7 +150,8 @@ class DynamicTiles(BaseTransform):
         image, = require(results, 'image', where='DynamicTiles')
         if self.enabled:
             tiles = dynamic_tiles(image, self.min_num, self.max_num,
-                                  self.image_size, self.use_thumbnail)
+                                  self.image_size, self.use_thumbnail,
+                                  self.resampler)
         else:
             tiles = [image]
         results['tiles'] = tiles
@@ -140,25 +173,31 @@ class ImagesToTensor(BaseTransform):
         key: ``'tiles'`` (images) or ``'frames'`` (video).
         image_size: tile side.
         as_uint8: keep bytes (True) or normalise here (False).
+        resampler: ``'pil'`` (the seed's rule) or ``'torch'`` (opt-in fast
+            resize of images not already ``image_size`` square).
 
     Required Keys: ``key`` (list of PIL).
 
-    Added Keys: ``pixel_values``: ``(n, 3, s, s) uint8`` in [0, 255], or
+    Added Keys: ``pixel_values``: ``(n, 3, s, s) uint8`` in [0, 255]
+    (channels-last in memory, see
+    :func:`~projects.sa2va.transforms.pixels.stack_uint8_images`), or
     ``float32`` ImageNet-normalised with ``as_uint8=False``.
     """
 
     def __init__(self, key: str = 'tiles', image_size: int = IMAGE_SIZE,
-                 as_uint8: bool = True):
+                 as_uint8: bool = True, resampler: str = 'pil'):
         self.key = key
         self.image_size = image_size
         self.as_uint8 = as_uint8
+        self.resampler = check_resampler(resampler)
 
     def transform(self, results: dict) -> dict:
         if results.get('text_only'):
             return results
         images, = require(results, self.key, where='ImagesToTensor')
         pixel = stack_uint8_images(
-            [resize_rgb(im, self.image_size) for im in images])
+            [resize_rgb(im, self.image_size, self.resampler)
+             for im in images])
         results['pixel_values'] = pixel if self.as_uint8 else \
             normalize_uint8(pixel)
         return results
@@ -171,20 +210,28 @@ class SAM2Input(BaseTransform):
     Required Keys: ``image`` (PIL) or, with ``key='frames'``, ``frames``.
 
     Added Keys: ``g_pixel_values``: ``(3, size, size) uint8`` for an image,
-    ``(n_frames, 3, size, size) uint8`` for frames.
+    ``(n_frames, 3, size, size) uint8`` for frames (channels-last in
+    memory).
+
+    Args:
+        resampler: ``'pil'`` (the seed's rule) or ``'torch'`` (opt-in fast
+            resize).
     """
 
-    def __init__(self, key: str = 'image', size: int = SAM2_IMAGE_SIZE):
+    def __init__(self, key: str = 'image', size: int = SAM2_IMAGE_SIZE,
+                 resampler: str = 'pil'):
         self.key = key
         self.size = size
+        self.resampler = check_resampler(resampler)
 
     def transform(self, results: dict) -> dict:
         if results.get('text_only'):
             return results
         src, = require(results, self.key, where='SAM2Input')
         if isinstance(src, Image.Image):
-            results['g_pixel_values'] = sam2_pixel_values(src, self.size)
+            results['g_pixel_values'] = sam2_pixel_values(src, self.size,
+                                                          self.resampler)
         else:
             results['g_pixel_values'] = stack_uint8_images(
-                [sam2_resize(f, self.size) for f in src])
+                [sam2_resize(f, self.size, self.resampler) for f in src])
         return results

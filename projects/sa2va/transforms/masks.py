@@ -20,6 +20,47 @@ def _is_single_encoding(seg) -> bool:
                     and isinstance(p[0], (int, float)) for p in seg))
 
 
+def check_polygon_coordinates(segmentation, height: int, width: int
+                              ) -> None:
+    """Refuse polygon coordinates pycocotools cannot rasterise safely.
+
+    pycocotools walks every polygon edge point by point: a NaN coordinate
+    crashes the process (SIGSEGV / memory blow-up) and an infinite or huge
+    one never finishes. A polygon list (``[[x1, y1, ...], ...]``) must hold
+    numbers only, all finite, with ``-W <= x <= 2W`` and ``-H <= y <= 2H``
+    (real COCO polygons stay within the image, up to a pixel). RLE dicts
+    and other encodings pass unchecked (``decode_mask`` checks them).
+
+    Raises:
+        ValueError: names the polygon and the bad coordinate.
+    """
+    if isinstance(segmentation, dict) or not isinstance(
+            segmentation, (list, tuple)):
+        return
+    for i, poly in enumerate(segmentation):
+        if not isinstance(poly, (list, tuple)):
+            continue
+        try:
+            xy = np.asarray(poly, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f'polygon {i} has a non-numeric coordinate: '
+                             f'{exc}') from None
+        if xy.ndim != 1:
+            continue
+        bad = ~np.isfinite(xy)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise ValueError(f'polygon {i} has a non-finite coordinate '
+                             f'{xy[j]} at position {j}')
+        xs, ys = xy[0::2], xy[1::2]
+        if len(xs) and (xs.min() < -width or xs.max() > 2 * width
+                        or ys.min() < -height or ys.max() > 2 * height):
+            raise ValueError(
+                f'polygon {i} reaches x in [{xs.min()}, {xs.max()}], y in '
+                f'[{ys.min()}, {ys.max()}], far outside the {height}x{width} '
+                f'image (annotation for another image size?)')
+
+
 def decode_object(parts, height: int, width: int,
                   combine: str = 'union') -> np.ndarray:
     """Decode one object made of one or several encoded parts.
@@ -34,11 +75,19 @@ def decode_object(parts, height: int, width: int,
 
     Returns:
         ``(height, width) uint8``.
+
+    Raises:
+        ValueError / TypeError: an undecodable part (non-finite, non-numeric
+        or far out-of-image polygon coordinates included, see
+        :func:`check_polygon_coordinates`).
     """
     if _is_single_encoding(parts):
+        check_polygon_coordinates(parts, height, width)
         return decode_mask(parts, height, width)
     if not isinstance(parts, (list, tuple)) or not parts:
         raise ValueError('object has no mask parts')
+    for p in parts:
+        check_polygon_coordinates(p, height, width)
     decoded = [decode_mask(p, height, width) for p in parts]
     if combine == 'union':
         return np.maximum.reduce(decoded)
@@ -63,6 +112,9 @@ class DecodeMasks(BaseTransform):
     Added Keys: ``masks``: ``(n_obj, H, W) uint8`` in {0, 1} (``'sum'``:
     small non-negative ints).
 
+    An object listed several times (object sampling with replacement draws
+    duplicates) is decoded once and copied.
+
     Raises:
         RecordError: ``'bad_mask'`` (undecodable, names the object) or
         ``'empty_mask'``.
@@ -75,8 +127,12 @@ class DecodeMasks(BaseTransform):
     def transform(self, results: dict) -> dict:
         segs, (h, w) = require(results, 'segmentations', 'ori_shape',
                                where='DecodeMasks')
-        masks = []
+        unique, index = [], []  # distinct encodings, decoded; slot per object
         for i, seg in enumerate(segs):
+            slot = _find_equal(segs, i)
+            if slot is not None:
+                index.append(index[slot])
+                continue
             try:
                 m = decode_object(seg, h, w, self.combine)
             except (ValueError, TypeError) as exc:
@@ -85,10 +141,29 @@ class DecodeMasks(BaseTransform):
             if not self.allow_empty and not m.any():
                 raise RecordError('empty_mask', f'object {i} has an empty '
                                   f'mask at {h}x{w}')
-            masks.append(m)
-        results['masks'] = torch.from_numpy(
-            np.stack(masks) if masks else np.zeros((0, h, w), np.uint8))
+            index.append(len(unique))
+            unique.append(m)
+        out = np.empty((len(segs), h, w), np.uint8)
+        for i, k in enumerate(index):
+            out[i] = unique[k]
+        results['masks'] = torch.from_numpy(out)
         return results
+
+
+def _find_equal(segs, i: int):
+    """Index of the first ``segs[j] == segs[i]`` with ``j < i``, or None
+    (identity first: the sampler usually repeats the same object)."""
+    seg = segs[i]
+    for j in range(i):
+        other = segs[j]
+        if other is seg:
+            return j
+        try:
+            if other == seg:
+                return j
+        except (ValueError, TypeError):  # e.g. arrays inside: not deduped
+            continue
+    return None
 
 
 @TRANSFORMS.register_module()

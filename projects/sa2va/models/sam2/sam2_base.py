@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from projects.sa2va.constants import IMAGENET_MEAN, IMAGENET_STD
+from projects.sa2va.transforms.functional import normalize_uint8
 
 from .common import MLP
 from .mask_decoder import MaskDecoder
@@ -38,17 +39,13 @@ def normalize_sam2_images(images: Tensor, dtype: torch.dtype = torch.float32
                           ) -> Tensor:
     """uint8 RGB ``(B, 3, H, W)`` in [0, 255] -> ``dtype`` SAM2 input:
     ``(x / 255 - mean) / std`` per channel (ImageNet mean / std), computed in
-    float32 (bit-identical to the reference preprocessing) then cast."""
+    float32 (bit-identical to the reference preprocessing) then cast; in
+    place on one float32 buffer (``normalize_uint8``)."""
     if images.dtype != torch.uint8:
         raise TypeError(f'expected uint8 images, got {images.dtype}')
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f'expected (B, 3, H, W), got {tuple(images.shape)}')
-    x = images.to(torch.float32) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32,
-                        device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32,
-                       device=images.device).view(1, 3, 1, 1)
-    return ((x - mean) / std).to(dtype)
+    return normalize_uint8(images, IMAGENET_MEAN, IMAGENET_STD, dtype)
 
 
 def select_closest_cond_frames(frame_idx: int, cond_frame_outputs: Dict,
