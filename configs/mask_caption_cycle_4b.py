@@ -3,10 +3,13 @@
 # SAM2 hiera-L from a Sa2VA-4B checkpoint, loop 1 (EMA teacher T = 256,
 # corruption 0.25, top-k 512 ST Gumbel tau 0.7) + the RefCOCO stream
 # interleaved evenly (one RefCOCO batch first), 16 per GPU x accumulate 2,
-# AdamW lr 4e-5 constant, EMA 0.999.
-# Precision: LLM weights bf16 as the owner (no fp32 master weights), the EMA
-# shadow fp32 (a bf16 EMA at 0.999 would not move). For fp32 master weights
-# set model.mllm.torch_dtype='float32' (AMP autocasts the forward to bf16).
+# AdamW lr 4e-5 constant from the first iteration (no warm-up, no decay),
+# EMA 0.999, RefCOCO one expression per image.
+# Precision: frozen weights bf16 as the owner; the trainable ones (LoRA, mlp1,
+# text_hidden_fcs, SAM2 mask decoder) fp32 master weights (trainable_dtype;
+# the owner: bf16, where a 4e-5 AdamW step rounds away on most weights), the
+# forward under bf16 autocast; the EMA shadow fp32 (a bf16 EMA at 0.999 would
+# not move). trainable_dtype=None reproduces the owner's pure bf16.
 _base_ = [
     './_base_/default_runtime.py',
     './_base_/models/sa2va_4b.py',
@@ -16,13 +19,21 @@ _base_ = [
 batch_size = 16
 accumulative_counts = 2
 lr = 4e-5
-warmup_iters = 0          # the owner: none; > 0 adds a linear warm-up
+warmup_iters = 0          # the owner: none; > 0 adds a linear warm-up from lr / 1000
+# RefCOCO stream: the owner's wrapper keeps one expression per image (the
+# first ref, one sentence drawn once; ~17k RefCOCO train images). 'all' (every
+# sentence of every ref, ~7x as many RefCOCO batches) is the option.
+refcoco_expressions = 'one_per_image'
+refcoco_stream = dict(
+    _base_.mc_refcoco_stream, expressions=refcoco_expressions,
+    text_mode='random' if refcoco_expressions == 'one_per_image' else 'original')
 max_epochs = 2
 
 model = dict(
     _base_.mask_caption_cycle,
     # Sa2VA-4B (HF) converted to the xtuner .pth key space (Sa2VA v1 layout)
     pretrained_pth='./pretrained/sa2va_4b_from_hf.pth',
+    trainable_dtype='float32',
     data_preprocessor=dict(type='MaskCaptionCycleDataPreprocessor', dtype='bfloat16',
                            sam2_dtype='float32'))
 
@@ -39,7 +50,7 @@ train_dataloader = dict(
     dataset=dict(
         type='MixedDataset',
         datasets=[{{_base_.mc_mix_savALL_sa1b2500_oi200k}},
-                  dict(type='MixedDataset', datasets=[{{_base_.mc_refcoco_stream}}])]))
+                  dict(type='MixedDataset', datasets=[refcoco_stream])]))
 
 optim_wrapper = dict(
     type='AmpOptimWrapper',
@@ -47,10 +58,11 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
     clip_grad=dict(max_norm=1.0, error_if_nonfinite=False),
     accumulative_counts=accumulative_counts)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=max(1, warmup_iters)),
-    dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=max(1, warmup_iters))]
+# The LR the runner applies is lr from iteration 0 (warmup_iters = 0: no
+# scheduler at all); with a warm-up, LinearLR ramps over warmup_iters and
+# leaves lr constant after it.
+param_scheduler = ([dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
+                         end=warmup_iters)] if warmup_iters > 0 else [])
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=2))
 custom_hooks = [dict(type='DataStatsHook', interval=50),

@@ -13,13 +13,14 @@ train_dataloader = dict(
     sampler=dict(dam_datasets=1),
     dataset=dict(datasets=[
         {{_base_.mc_mix_savALL_sa1b2500_oi200k}},
-        dict(type='MixedDataset', datasets=[{{_base_.mc_refcoco_stream}}]),
+        dict(type='MixedDataset', datasets=[{{_base_.refcoco_stream}}]),
         dict(type='MixedDataset', datasets=[{{_base_.mc_dam_stream}}])]))
 
 optim_wrapper = dict(
     _delete_=True,
     type='GradSurgeryOptimWrapper',
     rule='owner',
+    missing='skip',           # parameters only one loop reaches stay out of c
     beta=0.5,
     amp_dtype='bfloat16',
     optimizer=dict(type='AdamW', lr={{_base_.lr}}, betas=(0.9, 0.999), weight_decay=0.05),

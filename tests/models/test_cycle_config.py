@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +28,13 @@ def test_4b_recipe_values():
     assert parts[0].datasets[1].max_images == 2500
     assert parts[0].datasets[2].max_samples == 200000
     assert parts[1].datasets[0].type == 'RefCOCOCaptionDataset'
+    # the owner's RefCOCO wrapper: one expression per image, drawn once
+    assert (parts[1].datasets[0].expressions, parts[1].datasets[0].text_mode) == (
+        'one_per_image', 'random')
+    assert m.trainable_dtype == 'float32' and m.masked_lm_loss_weight == 0.0
+    dual = Config.fromfile(str(ROOT / 'configs/mask_caption_cycle_4b_dual.py'))
+    assert dual.train_dataloader.dataset.datasets[1] == parts[1]
+    assert (dual.optim_wrapper.rule, dual.optim_wrapper.missing) == ('owner', 'skip')
     assert any(h.type == 'CycleEMAHook' for h in cfg.custom_hooks)
 
 
@@ -53,3 +61,48 @@ def test_tiny_loader_interleaves_refcoco_first(sample_cwd, monkeypatch):
     assert data['g_pixel_values2'].shape == (2, 3, 256, 256)
     assert data['g_pixel_values2'].dtype == torch.float32
     assert data['masks2'].shape[0] == 2 and data['prompt_masks1'].shape == (2, 16, 16)
+
+
+@pytest.mark.parametrize('name', ['mask_caption_cycle_4b.py', 'mask_caption_cycle_4b_dual.py'])
+def test_4b_applies_the_owner_lr_from_the_first_iteration(name, tmp_path):
+    """The LR the runner applies (the config's optimizer and schedulers,
+    stepped by mmengine's ParamSchedulerHook), not ``optimizer.lr``: the
+    owner's constant 4e-5 from iteration 0 (a LinearLR over 0 iterations +
+    ConstantLR applied 4e-8 throughout)."""
+    from mmengine.config import Config
+    from mmengine.hooks import Hook
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(str(ROOT / 'configs' / name))
+
+    class OneWeight(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, inputs, data_samples=None, mode='loss'):
+            return dict(loss=(self.w * inputs.float()).pow(2).mean())
+
+    class RecordLR(Hook):
+        lrs = []
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self.lrs.append(runner.optim_wrapper.param_groups[0]['lr'])
+
+    record = RecordLR()
+    runner = Runner(
+        model=OneWeight(), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(1))] * 6, batch_size=1,
+                              sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        # the optimizer and accumulation of the config; its AMP / surgery
+        # wrapper needs a GPU or the cycle model, the schedule does not
+        optim_wrapper=dict(type='OptimWrapper', optimizer=cfg.optim_wrapper.optimizer,
+                           accumulative_counts=cfg.optim_wrapper.accumulative_counts),
+        param_scheduler=cfg.param_scheduler or None,
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=6),
+        default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=100)),
+        custom_hooks=[record])
+    runner.train()
+    assert record.lrs == [pytest.approx(4e-5, rel=1e-9)] * 6

@@ -184,3 +184,59 @@ def test_ema_state_round_trips_through_checkpoint(model, tiny_tokenizer_dir, tmp
         assert torch.equal(other._shadow(n), model._shadow(n)), n
     with torch.no_grad():
         model.get_parameter(name).div_(2.0)
+
+
+def test_masked_lm_loss_on_corrupted_positions(model, monkeypatch):
+    torch.manual_seed(3)
+    out, _ = model._loop1_loss(_batch())
+    assert 'loss_masked_lm' not in out                  # owner default weight 0
+    monkeypatch.setattr(model, 'masked_lm_loss_weight', 2.0)
+    torch.manual_seed(3)
+    out, inter = model._loop1_loss(_batch())
+    pseudo, corrupted, lengths = inter['pseudo'], inter['corrupted'], inter['lengths']
+    valid = torch.arange(pseudo.shape[1])[None] < lengths[:, None]
+    changed = (corrupted != pseudo)[valid]
+    assert changed.any() and not changed.all()
+    want = torch.nn.functional.cross_entropy(inter['logits'][changed].float(),
+                                             pseudo[valid][changed])
+    torch.testing.assert_close(out['loss_masked_lm'], 2.0 * want)
+    logits = torch.zeros(3, 5, requires_grad=True)
+    none = model.masked_lm_loss(logits, torch.ones(1, 3, dtype=torch.long),
+                                torch.ones(1, 3, dtype=torch.long),
+                                torch.ones(1, 3, dtype=torch.bool))
+    assert float(none) == 0.0 and none.requires_grad
+
+
+def test_fp32_master_weights_for_trainables_only(tiny_tokenizer_dir):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, MODELS
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.model.tokenizer = str(tiny_tokenizer_dir)
+    cfg.model.caption_len = 4
+    cfg.model.mllm.torch_dtype = 'bfloat16'
+    cfg.model.trainable_dtype = 'float32'
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('sa2va'):
+        m = MODELS.build(cfg.model)
+    named = dict(m.named_parameters())
+    trainable = {n for n, p in named.items() if p.requires_grad}
+    assert trainable and all(named[n].dtype == torch.float32 for n in trainable)
+    groups = {g: [n for n in trainable if s in n] for g, s in
+              dict(lora='lora_', mlp1='mlp1', fcs='text_hidden_fcs',
+                   decoder='sam_mask_decoder').items()}
+    assert all(groups.values()), groups
+    frozen_llm = [p for n, p in named.items() if 'language_model' in n and not p.requires_grad]
+    assert frozen_llm and all(p.dtype == torch.bfloat16 for p in frozen_llm)
+    m.ema_reset()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+    w = next(named[n] for n in groups['mlp1'] if named[n].dim() == 2)
+    before = w.detach().clone()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = m(mode='loss', captions=['the red ball', 'a man'], **_batch(seed=4))
+    sum(v for k, v in out.items() if 'loss' in k).backward()
+    opt.step()
+    step = w.detach() - before
+    assert 0 < float(step.abs().max()) < 1e-4
+    # the same step on bf16 weights would round away for most entries
+    lost = before.bfloat16() == (before + step).bfloat16()
+    assert float(lost.float().mean()) > 0.5

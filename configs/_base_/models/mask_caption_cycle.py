@@ -24,6 +24,7 @@ mask_caption_cycle = dict(
     corrupt_ratio=0.25,
     ema_decay=0.999,
     seg_llm_loss_weight=1.0,
+    masked_lm_loss_weight=0.0,
     ref_llm_loss_weight=1.0,
     template_draw='batch',
     caption_vision_grad=True,

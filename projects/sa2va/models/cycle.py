@@ -47,7 +47,10 @@ from ..datasets.refvos import ANSWER_LIST, SEG_QUESTIONS
 from ..registry import MODELS
 from ..transforms.functional import visual_prompt_text
 from ..transforms.text import ConversationEncoder, image_block
-from .cycle_teacher import EMATeacherMixin, global_max, pad_rows, positions
+from .cycle_dual import DualLoopMixin
+from .cycle_monitor import GradProbe, teacher_stats
+from .cycle_teacher import (CaptionEnd, EMATeacherMixin, global_max, pad_rows,
+                            positions)
 from .gumbel import (allowed_token_ids, corrupt_tokens, mix_embedding_rows,
                      topk_straight_through)
 from .losses import resize_gt_masks
@@ -61,15 +64,15 @@ _SLOT = '\x00CAPTION\x00'
 
 
 @MODELS.register_module()
-class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
+class MaskCaptionCycleModel(EMATeacherMixin, DualLoopMixin, Sa2VAModel):
     """Sa2VA trained by the mask -> caption -> mask cycle (loop 1) and the
     interleaved RefCOCO stream (registered as ``MaskCaptionCycleModel``).
 
     Args (besides :class:`Sa2VAModel`'s):
         template: chat template (name or dict, see
             ``transforms.text.get_template``); its ``SUFFIX`` is the end
-            token sequence the teacher stops at (phi3 ``<|end|>``, ChatML
-            ``<|im_end|>``).
+            string the teacher stops at (phi3 ``<|end|>``, ChatML
+            ``<|im_end|>``), found in the decoded text (:class:`CaptionEnd`).
         caption_instruction: the region-description request.
         caption_len: T, max pseudo caption tokens (owner: 256).
         topk: k of the Gumbel mix (owner: 512).
@@ -80,6 +83,9 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
         corrupt_ratio: fraction of teacher tokens replaced (0.25).
         ema_decay: EMA decay per optimizer step (0.999).
         seg_llm_loss_weight: CE weight of the ``[SEG]`` answer in loop 1.
+        masked_lm_loss_weight: weight of the owner's denoising CE (the
+            student's caption logits at the corrupted positions vs the
+            teacher's token; owner default 0 = not computed).
         ref_llm_loss_weight: CE weight of the answer on RefCOCO batches.
         seg_questions / answers: templates (``{class_name}`` / ``[SEG]``).
         template_draw: 'batch' (owner: one q / a per batch) or 'sample'.
@@ -87,6 +93,14 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
             forward too (the owner computes those features without grad).
         pad_to_global_max: pad sequence lengths to the max over ranks.
         ref_caption_max_tokens: GT captions longer than this raise.
+        trainable_dtype: None (parameters keep the dtype they were built in;
+            the owner: everything bf16) or ``'float32'``: every trainable
+            parameter (LoRA, mlp1, text_hidden_fcs, SAM2 mask decoder) is
+            cast to it after loading, so AdamW updates fp32 master weights
+            while the frozen LLM / ViT / SAM2 weights stay in
+            ``mllm.torch_dtype`` (run the forward under bf16 autocast:
+            ``AmpOptimWrapper(dtype='bfloat16')`` or the dual loop's
+            ``amp_dtype``).
         dual_loop: None (loop 1 only) or a dict enabling the Describe
             Anything loop 2 on the ``dam`` sub-batch of every step:
             ``caption_len`` (T2, GT captions truncated to it; default
@@ -107,6 +121,7 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
                  corrupt_ratio: float = 0.25,
                  ema_decay: float = 0.999,
                  seg_llm_loss_weight: float = 1.0,
+                 masked_lm_loss_weight: float = 0.0,
                  ref_llm_loss_weight: float = 1.0,
                  seg_questions: Sequence[str] = SEG_QUESTIONS,
                  answers: Sequence[str] = ANSWER_LIST,
@@ -114,6 +129,7 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
                  caption_vision_grad: bool = True,
                  pad_to_global_max: bool = True,
                  ref_caption_max_tokens: int = 256,
+                 trainable_dtype: Optional[str] = None,
                  dual_loop: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  **kwargs):
@@ -130,11 +146,18 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
         for a in answers:
             if a.count(SEG_TOKEN) != 1:
                 raise ValueError(f'answer template {a!r} needs exactly one {SEG_TOKEN}')
+        if trainable_dtype not in (None, 'float32', 'bfloat16', 'float16'):
+            raise ValueError(f'trainable_dtype must be None or a float dtype name, got '
+                             f'{trainable_dtype!r}')
+        if trainable_dtype is not None:
+            dtype = getattr(torch, trainable_dtype)
+            for p in self.parameters():
+                if p.requires_grad:
+                    p.data = p.data.to(dtype)
+        self.trainable_dtype = trainable_dtype
         self.encoder = ConversationEncoder(self.tokenizer, template)
-        suffix = self.encoder.template.get('SUFFIX') or ''
-        self.end_ids = self.encoder.encode_text(suffix)
-        if not self.end_ids:
-            raise ValueError('the chat template has no SUFFIX: the teacher needs an end token')
+        self.end_text = self.encoder.template.get('SUFFIX') or ''
+        self.end_ids = self.encoder.encode_text(self.end_text)
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
                        else self.eos_id)
@@ -147,6 +170,7 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
         self.corrupt_ratio = float(corrupt_ratio)
         self.ema_decay = float(ema_decay)
         self.seg_llm_loss_weight = float(seg_llm_loss_weight)
+        self.masked_lm_loss_weight = float(masked_lm_loss_weight)
         self.ref_llm_loss_weight = float(ref_llm_loss_weight)
         self.seg_questions = tuple(seg_questions)
         self.answers = tuple(answers)
@@ -165,11 +189,17 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
                                   grid_threshold=float(dual_loop.get('grid_threshold', 0.5)))
 
         vocab = self.mllm.get_input_embeddings().weight.shape[0]
+        self.caption_end = CaptionEnd(self.tokenizer, self.end_text, vocab)
         special = set(self.tokenizer.all_special_ids)
         special |= set(int(i) for i in self.tokenizer.added_tokens_decoder)
         special |= set(range(len(self.tokenizer), vocab))  # untrained padding rows
         special |= {self.seg_token_id, self.mllm.img_context_token_id, self.eos_id,
-                    self.pad_id, *self.end_ids}
+                    self.pad_id}
+        if len(self.end_ids) == 1:
+            # the end is one token (phi3 / ChatML in their own vocabularies);
+            # spelled in ordinary pieces (phi3 in Qwen2.5: < | end | >) those
+            # pieces stay allowed: they are ordinary text
+            special.add(self.end_ids[0])
         self.register_buffer('special_ids', torch.tensor(sorted(special), dtype=torch.long),
                              persistent=False)
         self.register_buffer('allowed_ids', allowed_token_ids(vocab, special),
@@ -177,6 +207,8 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
 
         self._init_ema()
         self.last_pseudo_captions: List[str] = []
+        self.last_student_captions: List[str] = []
+        self.grad_probe = GradProbe(self, dict(lora='lora_', mlp1='mlp1'))
 
     def state_dict(self, *args, trainable_only: Optional[bool] = None, **kwargs):
         """As :meth:`Sa2VAModel.state_dict`, always with the EMA buffers
@@ -206,9 +238,10 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
     #: constructor keys of this class that a plain Sa2VAModel does not take
     CYCLE_KEYS = ('template', 'caption_instruction', 'caption_len', 'topk', 'gumbel_tau',
                   'tau_anneal', 'topk_chunk', 'corrupt_ratio', 'ema_decay',
-                  'seg_llm_loss_weight', 'ref_llm_loss_weight', 'seg_questions', 'answers',
-                  'template_draw', 'caption_vision_grad', 'pad_to_global_max',
-                  'ref_caption_max_tokens', 'dual_loop')
+                  'seg_llm_loss_weight', 'masked_lm_loss_weight', 'ref_llm_loss_weight',
+                  'seg_questions', 'answers', 'template_draw', 'caption_vision_grad',
+                  'pad_to_global_max', 'ref_caption_max_tokens', 'trainable_dtype',
+                  'dual_loop')
 
     @classmethod
     def export_model_cfg(cls, model_cfg: dict) -> dict:
@@ -342,7 +375,7 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
                              masks2: Tensor, llm_loss_weight: float
                              ) -> Tuple[Dict[str, Tensor], Tensor]:
         """Referring segmentation of image 2 with caption embeddings in the
-        ``{class_name}`` slot.
+        ``{class_name}`` slot (loop 1: the Gumbel embeddings).
 
         Args:
             caption_embeds: ``(N, D)``, rows by (sample, position).
@@ -355,28 +388,68 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
             ``(losses {loss_mask, loss_dice, loss_llm}, pred (B, h, w)
             low-res logits)``.
         """
-        b, device = pixel_values2.shape[0], pixel_values2.device
         lens = [int(n) for n in lengths.tolist()]
         if caption_embeds.shape[0] != sum(lens):
             raise ValueError(f'{caption_embeds.shape[0]} caption rows for lengths {lens}')
-        rows, slots, labels = [], [], []
-        for i, (q, a) in enumerate(self._draw_templates(b)):
+        rows, slots, answers = [], [], []
+        for i, (q, a) in enumerate(self._draw_templates(len(lens))):
             pre, suf, ans = self.seg_pieces(q, a)
-            row = pre + [self.pad_id] * lens[i] + suf + ans
-            rows.append(row)
+            rows.append(pre + [self.pad_id] * lens[i] + suf + ans)
             slots.append((len(pre), lens[i]))
-            labels.append(len(row) - len(ans))
+            answers.append(len(ans))
+        return self._segment(rows, answers, pixel_values2, g_pixel_values2, masks2,
+                             llm_loss_weight, slots, caption_embeds)
+
+    def seg_question_ids(self, question: str, answer: str, caption: str
+                         ) -> Tuple[List[int], List[int]]:
+        """``(question, answer)`` ids of a referring question with a text
+        caption, the whole question tokenised at once as inference does
+        (a byte-level BPE merges the space before the caption into its first
+        word; encoding the caption alone after a prefix ending in a space
+        gives a lone space token instead)."""
+        user = (image_block(1, self.mllm.num_image_token) + '\n'
+                + question.replace('{class_name}', caption))
+        text = self.encoder.template['INSTRUCTION'].format(input=user, round=1)
+        return (list(self.encoder.bos_ids) + self.encoder.encode_text(text),
+                self.seg_pieces(question, answer)[2])
+
+    def segment_with_text(self, captions: Sequence[str], pixel_values2: Tensor,
+                          g_pixel_values2: Tensor, masks2: Tensor,
+                          llm_loss_weight: float) -> Tuple[Dict[str, Tensor], Tensor]:
+        """Referring segmentation of image 2 with text captions (RefCOCO GT
+        captions, loop 2's Describe Anything captions): as
+        :meth:`segment_with_caption`, the question encoded by
+        :meth:`seg_question_ids`."""
+        rows, answers = [], []
+        for caption, (q, a) in zip(captions, self._draw_templates(len(captions))):
+            question, ans = self.seg_question_ids(q, a, caption)
+            rows.append(question + ans)
+            answers.append(len(ans))
+        return self._segment(rows, answers, pixel_values2, g_pixel_values2, masks2,
+                             llm_loss_weight)
+
+    def _segment(self, rows: List[List[int]], answers: List[int], pixel_values2: Tensor,
+                 g_pixel_values2: Tensor, masks2: Tensor, llm_loss_weight: float,
+                 slots: Optional[List[Tuple[int, int]]] = None,
+                 caption_embeds: Optional[Tensor] = None
+                 ) -> Tuple[Dict[str, Tensor], Tensor]:
+        """Rows (question + answer ids, the last ``answers[i]`` supervised)
+        -> LLM -> [SEG] hidden -> SAM2 on image 2; ``slots`` ((start, n) per
+        row) receive ``caption_embeds`` rows in order."""
+        b, device = pixel_values2.shape[0], pixel_values2.device
         length = self._maybe_global(max(len(r) for r in rows), device)
         ids, att = pad_rows(rows, self.pad_id, length, left=False, device=device)
-        slot = torch.zeros_like(att, dtype=torch.bool)
         lab = torch.full_like(ids, IGNORE_INDEX)
-        for i, ((s, n), a0) in enumerate(zip(slots, labels)):
-            slot[i, s:s + n] = True
-            lab[i, a0:len(rows[i])] = ids[i, a0:len(rows[i])]
+        for i, (row, n_ans) in enumerate(zip(rows, answers)):
+            lab[i, len(row) - n_ans:len(row)] = ids[i, len(row) - n_ans:len(row)]
         vit = self.mllm.extract_feature(pixel_values2)
         flags = torch.ones(b, dtype=torch.long, device=device)
         embeds = self._merge(ids, vit, flags, None, None)
-        embeds = embeds.masked_scatter(slot[..., None], caption_embeds.to(embeds.dtype))
+        if slots is not None:
+            slot = torch.zeros_like(att, dtype=torch.bool)
+            for i, (start, n) in enumerate(slots):
+                slot[i, start:start + n] = True
+            embeds = embeds.masked_scatter(slot[..., None], caption_embeds.to(embeds.dtype))
         hidden = self._llm_body()(inputs_embeds=embeds, attention_mask=att,
                                   position_ids=positions(att)).last_hidden_state
         seg = ids == self.seg_token_id
@@ -433,6 +506,7 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
         if (dam is not None) != (self.dual_loop is not None):
             raise ValueError('a `dam` sub-batch comes with dual_loop and only with it '
                              f'(dual_loop={self.dual_loop}, dam given: {dam is not None})')
+        self.grad_probe.kind = 'ref' if all(with_text) else 'loop1'
         if all(with_text):
             out = self._refcoco_loss(captions, batch)
         else:
@@ -440,67 +514,6 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
         if dam is not None:
             out.update(self._loop2_loss(dam))
         return out
-
-    #: loss keys of loop 2 (the second gradient of the dual loop)
-    LOOP2_KEYS = ('loss_dam_ce', 'loss_dam_seg_llm')
-
-    def parse_losses(self, losses: Dict[str, Tensor]):
-        """mmengine's ``parse_losses``; with ``dual_loop`` the parsed loss
-        is the pair ``(L1, L2)`` (L2 = the :attr:`LOOP2_KEYS` terms) for
-        :class:`GradSurgeryOptimWrapper`, and ``loss_loop1`` / ``loss_loop2``
-        are logged besides ``loss`` = L1 + L2."""
-        total, log_vars = super().parse_losses(losses)
-        if self.dual_loop is None:
-            return total, log_vars
-        l2 = sum(v.mean() for k, v in losses.items() if k in self.LOOP2_KEYS)
-        l1 = sum(v.mean() for k, v in losses.items()
-                 if 'loss' in k and k not in self.LOOP2_KEYS)
-        log_vars['loss_loop1'] = l1.detach()
-        log_vars['loss_loop2'] = l2.detach()
-        return (l1, l2), log_vars
-
-    def _loop2_loss(self, dam: dict) -> Dict[str, Tensor]:
-        """Describe Anything loop 2 on one ``dam`` sub-batch (B2 samples with
-        GT ``captions``, ``pixel_values1`` / ``g_pixel_values1`` / ``masks1``).
-
-        GT caption ids (truncated to T2) -> frozen embeddings -> referring
-        question on the image -> predicted mask (B2, h, w) and the answer CE
-        L_segA; mask -> sigmoid -> 16 x 16 average pool -> > threshold (no
-        gradient) -> region prompt (K = cells, empty grids kept) -> teacher-
-        forced CE of the GT caption ids plus the template end token (no pad
-        targets, unlike v2). Returns ``loss_dam_ce``, ``loss_dam_seg_llm``
-        (weighted) and the monitor ``dam_k0_rate``."""
-        cfg = self.dual_loop
-        captions = dam.get('captions') or []
-        if not captions or any(not isinstance(c, str) or not c for c in captions):
-            raise ValueError(f'every dam sample needs a GT caption, got {captions!r}')
-        ids = [self.tokenizer.encode(c, add_special_tokens=False)[:cfg['caption_len']]
-               for c in captions]
-        empty = [i for i, x in enumerate(ids) if not x]
-        if empty:
-            raise ValueError(f'dam samples {empty} have captions with no tokens')
-        device = dam['pixel_values1'].device
-        flat = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)
-        embeds = self.mllm.get_input_embeddings()(flat).detach()
-        lengths = torch.tensor([len(x) for x in ids], device=device)
-        seg, pred = self.segment_with_caption(
-            embeds, lengths, dam['pixel_values1'], dam['g_pixel_values1'], dam['masks1'], 1.0)
-        with torch.no_grad():
-            grid = F.adaptive_avg_pool2d(pred.float().sigmoid()[:, None], (16, 16))[:, 0]
-            grid = grid > cfg['grid_threshold']
-        targets = [x + list(self.end_ids) for x in ids]
-        t_len = max(len(x) for x in targets)
-        tokens = torch.full((len(targets), t_len), self.pad_id, dtype=torch.long)
-        for i, x in enumerate(targets):
-            tokens[i, :len(x)] = torch.tensor(x, dtype=torch.long)
-        tokens = tokens.to(device)
-        t_lengths = torch.tensor([len(x) for x in targets], device=device)
-        logits = self.caption_logits(dam['pixel_values1'], grid, tokens, t_lengths)
-        valid = torch.arange(t_len, device=device)[None] < t_lengths[:, None]
-        ce = F.cross_entropy(logits.float(), tokens[valid])
-        return {'loss_dam_ce': ce,
-                'loss_dam_seg_llm': seg['loss_llm'] * cfg['seg_llm_loss_weight'],
-                'dam_k0_rate': (grid.flatten(1).sum(1) == 0).float().mean()}
 
     def _refcoco_loss(self, captions: Sequence[str], batch: dict) -> Dict[str, Tensor]:
         ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in captions]
@@ -511,13 +524,9 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
         if any(len(x) == 0 for x in ids):
             raise ValueError(f'empty GT caption in samples '
                              f'{[i for i, x in enumerate(ids) if not x]}')
-        device = batch['pixel_values2'].device
-        flat = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)
-        embeds = self.mllm.get_input_embeddings()(flat)
-        lengths = torch.tensor([len(x) for x in ids], device=device)
-        losses, _ = self.segment_with_caption(
-            embeds, lengths, batch['pixel_values2'], batch['g_pixel_values2'],
-            batch['masks2'], self.ref_llm_loss_weight)
+        losses, _ = self.segment_with_text(
+            captions, batch['pixel_values2'], batch['g_pixel_values2'], batch['masks2'],
+            self.ref_llm_loss_weight)
         return {'loss_ref_mask': losses['loss_mask'], 'loss_ref_dice': losses['loss_dice'],
                 'loss_ref_llm': losses['loss_llm']}
 
@@ -538,22 +547,38 @@ class MaskCaptionCycleModel(EMATeacherMixin, Sa2VAModel):
         cap_embeds, hard = self.gumbel_caption_embeds(logits, noise)
         if detach_caption:
             cap_embeds = cap_embeds.detach()
+        self.grad_probe.watch('text_embeds', cap_embeds)
         losses, pred = self.segment_with_caption(
             cap_embeds, lengths, batch['pixel_values2'], batch['g_pixel_values2'],
             batch['masks2'], self.seg_llm_loss_weight)
-        n_valid = max(1, int(valid.sum()))
         ref = losses['loss_mask']
         out = {'loss_mask': losses['loss_mask'], 'loss_dice': losses['loss_dice'],
-               'loss_seg_llm': losses['loss_llm'],
-               'cap_len': lengths.float().mean(),
-               'cap_eos_rate': teacher['stopped'].float().mean(),
-               'k0_rate': (teacher['counts'] == 0).float().mean(),
-               'corrupt_rate': chosen.sum().float() / n_valid,
-               'gumbel_tau': ref.new_tensor(self.current_tau).detach(),
-               'ema_decay': ref.new_tensor(self.ema_decay).detach()}
+               'loss_seg_llm': losses['loss_llm']}
+        if self.masked_lm_loss_weight > 0:
+            out['loss_masked_lm'] = self.masked_lm_loss(
+                logits, tokens, corrupted, valid) * self.masked_lm_loss_weight
+        out.update(teacher_stats(teacher, self.caption_len, chosen))
+        out['gumbel_tau'] = ref.new_tensor(self.current_tau).detach()
+        out['ema_decay'] = ref.new_tensor(self.ema_decay).detach()
         self.last_pseudo_captions = [
             self.tokenizer.decode(tokens[i, :int(n)].tolist(), skip_special_tokens=False)
             for i, n in enumerate(lengths.tolist())]
+        starts = [0] + lengths.cumsum(0).tolist()
+        self.last_student_captions = [
+            self.tokenizer.decode(hard[starts[i]:starts[i + 1]].tolist(),
+                                  skip_special_tokens=False) for i in range(len(lengths))]
         inter = dict(pseudo=tokens, corrupted=corrupted, lengths=lengths, logits=logits,
                      caption_embeds=cap_embeds, hard_ids=hard, pred=pred)
         return out, inter
+
+    @staticmethod
+    def masked_lm_loss(logits: Tensor, pseudo: Tensor, corrupted: Tensor,
+                       valid: Tensor) -> Tensor:
+        """The owner's denoising CE: caption logits ``(N, V)`` (rows of the
+        ``valid (B, T)`` positions, in order) at the positions whose token was
+        replaced (``corrupted != pseudo``) against the teacher's token; mean
+        over those positions, 0 (with the graph) when there are none."""
+        changed = (corrupted != pseudo)[valid]
+        if not bool(changed.any()):
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[changed].float(), pseudo[valid][changed])

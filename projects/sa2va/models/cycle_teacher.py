@@ -23,7 +23,7 @@ def global_max(n: int, device) -> int:
 
 
 def pad_rows(rows: List[List[int]], pad_id: int, length: int, left: bool,
-              device) -> Tuple[Tensor, Tensor]:
+             device) -> Tuple[Tensor, Tensor]:
     """``(ids (B, length) long, attention (B, length) long)``."""
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     att = torch.zeros((len(rows), length), dtype=torch.long)
@@ -42,11 +42,54 @@ def positions(att: Tensor) -> Tensor:
     return (att.cumsum(1) - 1).clamp(min=0)
 
 
+class CaptionEnd:
+    """Where a generated caption ends: the chat template's end string
+    (phi3 ``<|end|>``, ChatML ``<|im_end|>``) in the decoded text.
+
+    A byte-level BPE vocabulary need not hold the end string as one token:
+    Qwen2.5's (InternVL2.5-4B) spells ``<|end|>`` as ``< | end | >`` and, after
+    a caption ending in ``.``, fuses the first piece into ``.<``; matching the
+    ids of ``encode(end)`` never fires there. So the end is looked for in the
+    decoded text, each time a token whose text holds the end string's last
+    character (``closers``) is generated, and the caption is the text before
+    it (re-encoded by the caller).
+
+    Args:
+        tokenizer: a HF tokenizer.
+        end_text: the end string (non-empty).
+        vocab_size: rows of the model's vocabulary (``>= len(tokenizer)``;
+            rows past the tokenizer never close).
+
+    Attributes:
+        closers: ``(vocab_size,) bool``, True for ids whose decoded text
+            contains ``end_text[-1]``.
+    """
+
+    def __init__(self, tokenizer, end_text: str, vocab_size: int):
+        if not end_text:
+            raise ValueError('the chat template has no SUFFIX: the teacher needs an end string')
+        self.tokenizer = tokenizer
+        self.end_text = end_text
+        n = min(len(tokenizer), int(vocab_size))
+        pieces = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False)
+        closers = torch.zeros(int(vocab_size), dtype=torch.bool)
+        closers[:n] = torch.tensor([end_text[-1] in p for p in pieces], dtype=torch.bool)
+        self.closers = closers
+
+    def caption_before_end(self, ids: List[int]) -> Optional[str]:
+        """The decoded text of ``ids`` before the first end string, or None
+        when the text holds no end string."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        at = text.find(self.end_text)
+        return None if at < 0 else text[:at]
+
+
 class EMATeacherMixin:
     """EMA teacher and pseudo-caption generation of
     :class:`~projects.sa2va.models.cycle.MaskCaptionCycleModel` (mixed into
     it; uses its ``mllm``, ``tokenizer``, ``pad_id``, ``eos_id``,
-    ``caption_len``, ``ema_decay`` and prompt / LLM helpers)."""
+    ``caption_end``, ``caption_len``, ``ema_decay`` and prompt / LLM
+    helpers)."""
 
     def _init_ema(self) -> None:
         """Register the fp32 shadow buffers of the trainable mllm weights."""
@@ -131,8 +174,9 @@ class EMATeacherMixin:
 
         Returns:
             dict with ``tokens (B, T) long`` (pad id after each caption),
-            ``lengths (B,) long`` (caption tokens, the end token excluded),
-            ``stopped (B,) bool`` (ended by the end token or EOS before T),
+            ``lengths (B,) long`` (caption tokens, the end string
+            excluded), ``stopped (B,) bool`` (ended by the end string or
+            EOS; False = ran to T),
             ``counts (B,) long`` (K_i).
 
         Raises:
@@ -156,8 +200,13 @@ class EMATeacherMixin:
 
     def _greedy(self, embeds: Tensor, att: Tensor, t_max: int
                 ) -> Tuple[Tensor, Tensor, Tensor]:
-        """KV-cached greedy decoding from left-padded ``embeds (B, P, D)``;
-        a sample stops at the end sequence or EOS, the rest is padding."""
+        """KV-cached greedy decoding from left-padded ``embeds (B, P, D)``.
+
+        A sample stops at EOS (the caption is the tokens before it) or when
+        its decoded text holds the template's end string (:class:`CaptionEnd`;
+        the caption is the text before the end string, re-encoded, at most
+        ``t_max`` tokens). Returns ``(tokens (B, t_max) long`` pad after each
+        caption, ``lengths (B,)``, ``stopped (B,) bool)``."""
         from transformers import DynamicCache
         body = self._llm_body()
         emb_layer = self.mllm.get_input_embeddings()
@@ -171,21 +220,19 @@ class EMATeacherMixin:
         gen = torch.full((b, t_max), self.pad_id, dtype=torch.long, device=device)
         lengths = torch.full((b,), t_max, dtype=torch.long, device=device)
         finished = torch.zeros(b, dtype=torch.bool, device=device)
-        end = torch.tensor(self.end_ids, dtype=torch.long, device=device)
-        n_end = end.numel()
+        closers = self.caption_end.closers.to(device)
+        cut_texts: Dict[int, str] = {}
         for t in range(t_max):
             nxt = self._lm_head(hidden).argmax(-1)
             gen[:, t] = torch.where(finished, gen[:, t], nxt)
-            hit_eos = nxt == self.eos_id
-            hit_end = torch.zeros_like(finished)
-            if t + 1 >= n_end:
-                hit_end = (gen[:, t + 1 - n_end:t + 1] == end).all(1)
-            new = ~finished & (hit_eos | hit_end)
-            lengths = torch.where(new & hit_end, torch.full_like(lengths, t + 1 - n_end),
-                                  lengths)
-            lengths = torch.where(new & hit_eos & ~hit_end, torch.full_like(lengths, t),
-                                  lengths)
-            finished = finished | new
+            hit_eos = ~finished & (nxt == self.eos_id)
+            lengths = torch.where(hit_eos, torch.full_like(lengths, t), lengths)
+            finished = finished | hit_eos
+            for i in torch.nonzero(~finished & closers[nxt]).flatten().tolist():
+                text = self.caption_end.caption_before_end(gen[i, :t + 1].tolist())
+                if text is not None:
+                    cut_texts[i] = text
+                    finished[i] = True
             if bool(finished.all()) or t == t_max - 1:
                 break
             att = torch.cat([att, att.new_ones(b, 1)], 1)
@@ -193,5 +240,10 @@ class EMATeacherMixin:
                        position_ids=next_pos, past_key_values=cache, use_cache=True)
             hidden = out.last_hidden_state[:, -1]
             next_pos = next_pos + 1
+        for i, text in cut_texts.items():
+            ids = self.tokenizer.encode(text, add_special_tokens=False)[:t_max]
+            gen[i] = self.pad_id
+            gen[i, :len(ids)] = torch.tensor(ids, dtype=torch.long, device=device)
+            lengths[i] = len(ids)
         keep = torch.arange(t_max, device=device)[None] < lengths[:, None]
         return torch.where(keep, gen, torch.full_like(gen, self.pad_id)), lengths, finished
