@@ -13,13 +13,15 @@ free of project imports (everything may import it).
 from __future__ import annotations
 
 import functools
+import inspect
 from importlib import metadata
 from typing import Any, Optional, Tuple
 
 __all__ = [
     'package_version', 'version_at_least', 'TORCH_LOAD_WEIGHTS_ONLY_DEFAULT',
     'dtype_kwargs', 'get_attn_implementation', 'set_attn_implementation',
-    'tokenizer_class_name',
+    'tokenizer_class_name', 'TIES_WEIGHTS_PER_SUBMODEL', 'cache_kwargs',
+    'enable_activation_checkpointing',
 ]
 
 
@@ -77,6 +79,13 @@ def dtype_kwargs(dtype: Any) -> dict:
     return {key: dtype}
 
 
+#: transformers 5 ties weights per sub-model, each by its own config's
+#: ``tie_word_embeddings`` (``PreTrainedModel.tie_weights(missing_keys=None,
+#: recompute_mapping=True)``); 4.x ties by the top model's config, so a
+#: composite model overrides ``tie_weights()`` to defer to its LLM.
+TIES_WEIGHTS_PER_SUBMODEL = version_at_least('transformers', '5')
+
+
 def get_attn_implementation(config) -> Optional[str]:
     """The attention implementation a config asked for (``'sdpa'``,
     ``'eager'`` ...), None if it left the choice to transformers.
@@ -89,9 +98,55 @@ def get_attn_implementation(config) -> Optional[str]:
 
 
 def set_attn_implementation(config, implementation: Optional[str]) -> None:
-    """Ask a built config for ``implementation`` (see
-    :func:`get_attn_implementation`)."""
+    """Ask a config and, recursively, its ``sub_configs`` (a composite
+    config's vision / LLM configs) for ``implementation``.
+
+    transformers 4.48 hands the top config's request down to the sub-configs
+    when the top model is built; 5.x does so only in its config setter, which
+    runs before a composite config has built its sub-configs. Setting the
+    field on every level explicitly gives the same result on both.
+    """
     config._attn_implementation_internal = implementation
+    for key in getattr(config, 'sub_configs', None) or {}:
+        sub = getattr(config, key, None)
+        if sub is not None and hasattr(sub, 'to_dict'):
+            set_attn_implementation(sub, implementation)
+
+
+# -- transformers: KV cache, checkpointing ---------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg_of(model_class) -> str:
+    params = inspect.signature(model_class.forward).parameters
+    return 'cache' if 'cache' in params else 'past_key_values'
+
+
+def cache_kwargs(model, cache) -> dict:
+    """The ``forward`` keyword that carries the KV cache into ``model``.
+
+    transformers 5.2x renamed ``past_key_values`` to ``cache`` in its model
+    classes (the old name warns until 5.40); 4.x classes and remote code
+    (InternLM2) take ``past_key_values``. Read from the class's signature (a
+    peft wrapper is looked through). None gives ``{}``.
+    """
+    if cache is None:
+        return {}
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    return {_cache_kwarg_of(type(base)): cache}
+
+
+def enable_activation_checkpointing(model, use_reentrant: bool = False) -> None:
+    """Turn on gradient (activation) checkpointing of a transformers model.
+
+    transformers 5 calls it ``activation_checkpointing_enable``
+    (``gradient_checkpointing_enable`` warns, removed in v6); 4.x only has
+    ``gradient_checkpointing_enable``.
+    """
+    kwargs = {'use_reentrant': use_reentrant}
+    if hasattr(model, 'activation_checkpointing_enable'):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 # -- transformers: tokenizers ----------------------------------------------

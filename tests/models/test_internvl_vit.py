@@ -10,6 +10,7 @@ except ImportError:  # collected as a package
     from tests.models.internvl_helpers import (ATOL, RTOL, VARIANTS, fixture_chat_model,
                                                require_fixtures)
 
+from projects.sa2va.compat import enable_activation_checkpointing
 from projects.sa2va.models.internvl import (InternVisionConfig, InternVisionModel, build_mlp1,
                                             pixel_shuffle)
 from projects.sa2va.models.internvl.modeling_intern_vit import DropPath
@@ -141,7 +142,7 @@ def test_gradient_checkpointing_same_gradients():
         return {k: p.grad.clone() for k, p in model.named_parameters()}
 
     plain = grads()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+    enable_activation_checkpointing(model, use_reentrant=False)
     assert model.encoder.gradient_checkpointing
     ckpt = grads()
     assert plain.keys() == ckpt.keys()

@@ -3,6 +3,8 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 
+from projects.sa2va.compat import (dtype_kwargs, enable_activation_checkpointing,
+                                  set_attn_implementation)
 from projects.sa2va.registry import MODELS
 from .configuration_internvl import InternVLChatConfig
 from .modeling_internvl_chat import InternVLChat
@@ -58,13 +60,13 @@ def build_internvl_chat(model_path: Optional[str] = None,
     dtype = _dtype(torch_dtype)
     extra = {} if attn_implementation is None else {'attn_implementation': attn_implementation}
     if model_path is not None:
-        model = InternVLChat.from_pretrained(model_path, torch_dtype=dtype,
+        model = InternVLChat.from_pretrained(model_path, **dtype_kwargs(dtype),
                                              trust_remote_code=trust_remote_code, **extra)
     else:
         if isinstance(config, dict):
             config = InternVLChatConfig(**config, **extra)
         elif extra:
-            config._attn_implementation_internal = attn_implementation
+            set_attn_implementation(config, attn_implementation)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = InternVLChat(config)
@@ -84,6 +86,5 @@ def build_internvl_chat(model_path: Optional[str] = None,
             lora['trainable_token_indices'] = new_rows
         model.wrap_llm_lora(**lora)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={'use_reentrant': False})
+        enable_activation_checkpointing(model, use_reentrant=False)
     return model

@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional, Union
 
 from transformers import AutoConfig, PretrainedConfig
 
+from projects.sa2va.compat import get_attn_implementation, set_attn_implementation
+
 # LLM families built with transformers' own classes (no remote code).
 NATIVE_LLM_TYPES = ('qwen2', 'llama', 'phi3')
 # LLM families whose modelling code is read from the checkpoint directory
@@ -196,6 +198,9 @@ class InternVLChatConfig(PretrainedConfig):
         self.min_dynamic_patch = min_dynamic_patch
         self.max_dynamic_patch = max_dynamic_patch
         self.img_context_token_id = img_context_token_id
+        requested = get_attn_implementation(self)
+        if requested is not None:  # reach the sub-configs built above (compat)
+            set_attn_implementation(self, requested)
 
     @property
     def image_size(self) -> int:

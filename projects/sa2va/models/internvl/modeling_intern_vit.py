@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 
+from projects.sa2va.compat import get_attn_implementation
 from .configuration_internvl import InternVisionConfig
 
 
@@ -155,7 +156,7 @@ class InternAttention(nn.Module):
             self.q_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
             self.k_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
         self.proj = nn.Linear(self.embed_dim, self.embed_dim)
-        self.use_sdpa = getattr(config, '_attn_implementation_internal', None) != 'eager'
+        self.use_sdpa = get_attn_implementation(config) != 'eager'
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         n, length, channels = hidden_states.shape

@@ -19,6 +19,7 @@ from transformers import (LlamaForCausalLM, Phi3ForCausalLM, PretrainedConfig, P
                           Qwen2ForCausalLM)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from projects.sa2va.compat import TIES_WEIGHTS_PER_SUBMODEL, cache_kwargs
 from .configuration_internvl import InternVLChatConfig, REMOTE_LLM_TYPES
 from .modeling_intern_vit import InternVisionModel
 from .projector import build_mlp1, pixel_shuffle, vit_tokens_to_grid
@@ -143,8 +144,11 @@ class InternVLChat(PreTrainedModel):
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_output_embeddings(value)
 
-    def tie_weights(self) -> None:
-        """Tie only as the LLM's own config says (the top config does not decide)."""
+    def tie_weights(self, *args, **kwargs) -> None:
+        """Tie only as the LLM's own config says (the top config does not decide): transformers
+        5 does so itself (``compat.TIES_WEIGHTS_PER_SUBMODEL``), 4.x is told here."""
+        if TIES_WEIGHTS_PER_SUBMODEL:
+            return super().tie_weights(*args, **kwargs)
         llm = self.language_model
         if hasattr(llm, 'get_base_model'):
             llm = llm.get_base_model()
@@ -185,9 +189,12 @@ class InternVLChat(PreTrainedModel):
         if config is None:
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path)
         try:
+            # ignore_mismatched_sizes=True only makes transformers report the mismatched keys
+            # (transformers 5 raises without naming them); any mismatch raises below.
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, config=config,
-                llm_trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs)
+                llm_trust_remote_code=trust_remote_code, output_loading_info=True,
+                ignore_mismatched_sizes=True, **kwargs)
         except RuntimeError as err:  # transformers' size-mismatch error names the keys
             raise ValueError(f'checkpoint {pretrained_model_name_or_path}: {err}') from err
         problems = {k: sorted(info[k]) for k in ('missing_keys', 'unexpected_keys',
@@ -300,7 +307,8 @@ class InternVLChat(PreTrainedModel):
         if attention_mask is not None and attention_mask.dtype == torch.bool:
             attention_mask = attention_mask.long()
         return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                   position_ids=position_ids, past_key_values=past_key_values,
+                                   position_ids=position_ids,
+                                   **cache_kwargs(self.language_model, past_key_values),
                                    labels=labels, use_cache=use_cache,
                                    output_attentions=output_attentions,
                                    output_hidden_states=output_hidden_states, return_dict=True,
