@@ -2,6 +2,7 @@
 from .hooks import DataStatsHook  # noqa: F401
 from .ema import CycleEMAHook  # noqa: F401
 from .grad_surgery import GradSurgeryOptimWrapper, combine_gradients  # noqa: F401
+from .cycle_eval import CycleRefCOCOEvalHook, kept_checkpoint_paths  # noqa: F401
 from .checkpoint import (get_rng_state, load_checkpoint_file,  # noqa: F401
                          set_rng_state, to_weights_only)
 from .loops import (InfiniteDataIterator,  # noqa: F401

@@ -29,6 +29,8 @@ class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
       ``sam2_dtype``.
     * Masks and prompt masks are only moved. ``data_stats`` / ``meta`` are
       dropped.
+    * A Sa2VA batch (it has ``input_ids``: the predictor's prompts when the
+      student is evaluated) goes through :class:`Sa2VADataPreprocessor`.
 
     Args as :class:`Sa2VADataPreprocessor` (``image_size``, ``grid``: the
     option-A sizes).
@@ -40,6 +42,9 @@ class MaskCaptionCycleDataPreprocessor(Sa2VADataPreprocessor):
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:
+        if 'input_ids' in data:
+            # an ordinary Sa2VA batch (inference / evaluation of the student)
+            return super().forward(data, training)
         data = dict(data)
         if isinstance(data.get('dam'), dict):
             data['dam'] = self.forward(data['dam'], training)
