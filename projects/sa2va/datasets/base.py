@@ -15,12 +15,17 @@ Built on mmengine's :class:`~mmengine.dataset.BaseDataset`:
   seeded random order; the returned sample carries the count in
   ``data_stats['skipped/<reason>']`` so the training log shows it. More than
   ``max_bad_fraction`` bad records (after ``min_bad_checks`` tries) raise.
+  A record found bad while the index is built (data text holding a
+  special-token string, lone surrogates, ...) carries ``record_error =
+  (reason, message)`` and is counted and replaced the same way when drawn
+  (``tools/check_data.py`` lists it too).
 """
 from __future__ import annotations
 
 import json
 import math
 import pickle
+import re
 from array import array
 from typing import Callable, Iterator, Sequence
 
@@ -65,7 +70,11 @@ def iter_json_array(path: str, chunk_size: int = 1 << 24) -> Iterator:
         state = dict(buf='', pos=0, base=0, eof=False)
 
         def fill() -> bool:
-            more = f.read(chunk_size)
+            try:
+                more = f.read(chunk_size)
+            except UnicodeDecodeError as exc:
+                raise ValueError(f'{path}: not UTF-8 text near byte '
+                                 f'{exc.start}: {exc.reason}') from None
             if not more:
                 state['eof'] = True
                 return False
@@ -128,6 +137,100 @@ def iter_json_array(path: str, chunk_size: int = 1 << 24) -> Iterator:
                 state['base'] += state['pos']
                 state['buf'] = state['buf'][state['pos']:]
                 state['pos'] = 0
+
+
+def load_json(path: str):
+    """Parse a whole JSON annotation file.
+
+    Raises:
+        ValueError: the file is empty (zero bytes), truncated, not valid
+            JSON or not UTF-8; the message names the file (and the
+            position for malformed JSON).
+        FileNotFoundError / OSError: the file cannot be opened.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        what = 'empty file' if exc.doc == '' else 'malformed JSON'
+        raise ValueError(f'{path}: {what} (truncated or not JSON) at line '
+                         f'{exc.lineno} column {exc.colno}: {exc.msg}'
+                         ) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f'{path}: not UTF-8 text at byte {exc.start}: '
+                         f'{exc.reason}') from None
+    except RecursionError:
+        raise ValueError(f'{path}: JSON nested too deeply') from None
+
+
+#: Strings a tokenizer turns into control tokens (Sa2VA's added tokens,
+#: InternVL's image tokens, the compact context-run marker, and the chat
+#: templates' role/end tokens): data text holding one would silently become
+#: a control token (or break the image-token count of the model), so such a
+#: record is rejected (``control_token_text``).
+CONTROL_TEXT_RE = re.compile(
+    r'\[SEG\]|</?(?:p|vp|img|quad|ref|box|s)>|<IMG_CONTEXT|<FAST_IMG_CONTEXT'
+    r'|</?fast_img>|<\|[^|<>\s]{1,40}\|>|<image>')
+
+
+def text_defect(text, where: str, allow=()) -> tuple[str, str] | None:
+    """Why a piece of data text cannot be encoded, or None.
+
+    Args:
+        text: the raw text of the record (before templates are applied).
+        where: what the text is (``'expression 2'``), for the message.
+        allow: control strings that are legal here (``('<image>',)`` for a
+            LLaVA question, where it marks the image).
+
+    Returns:
+        ``(reason, message)``: ``('bad_text', ...)`` for a non-string or
+        text with lone surrogates (undecodable), ``('control_token_text',
+        ...)`` for text holding a special-token string (``[SEG]``,
+        ``<IMG_CONTEXT>``, ``<img>``, ``</img>``, ``<vp>``, ``<p>``,
+        ``<|im_end|>``, ...); None when the text is fine.
+    """
+    if not isinstance(text, str):
+        return 'bad_text', f'{where} is {type(text).__name__}, not a string'
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError as exc:
+        return 'bad_text', (f'{where} holds undecodable text (lone '
+                            f'surrogate {text[exc.start]!r} at {exc.start})')
+    for m in CONTROL_TEXT_RE.finditer(text):
+        if m.group(0) not in allow:
+            return 'control_token_text', (
+                f'{where} contains the special-token string '
+                f'{m.group(0)!r}; it would become a control token')
+    return None
+
+
+def first_text_defect(texts, allow=()) -> tuple[str, str] | None:
+    """The first :func:`text_defect` of ``(where, text)`` pairs, or None."""
+    for where, text in texts:
+        bad = text_defect(text, where, allow)
+        if bad:
+            return bad
+    return None
+
+
+def stated_size_defect(height, width, where: str
+                       ) -> tuple[str, str] | None:
+    """Why an annotation's stated image size cannot be decoded at, or None.
+
+    Masks of Osprey / RefCOCO records are decoded at the size the
+    annotation states; a size over PIL's decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS``, or 2**31 pixels when disabled) would
+    allocate that many bytes per object before any image is read.
+
+    Returns:
+        ``('bad_size', message)`` or None.
+    """
+    from PIL import Image
+    limit = Image.MAX_IMAGE_PIXELS or 2 ** 31
+    if height <= 0 or width <= 0 or height * width > limit:
+        return 'bad_size', (f'{where}: stated image size {height}x{width} '
+                            f'is not positive or over {limit} pixels')
+    return None
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -275,6 +378,9 @@ class Sa2VABaseDataset(BaseDataset):
         draws of one nesting depth stay distinct (``+ 1``: numpy's
         ``SeedSequence`` ignores trailing zeros)."""
         info = self.get_data_info(idx)
+        defect = info.pop('record_error', None)
+        if defect:
+            raise RecordError(*defect)
         info['sample_idx'] = idx
         draw = [int(d) for d in draw]
         while draw and draw[0] == 0:
@@ -289,6 +395,8 @@ class Sa2VABaseDataset(BaseDataset):
         info = self.get_data_info(idx)
         where = [f'{k}={info[k]!r}' for k in ('img_path', 'video_path',
                                               'record_id') if k in info]
+        if self.ann_file and 'record_id' in info:
+            where.append(f'in {self.ann_file}')
         return f'{self.dataset_name}[{idx}] ' + ' '.join(where)
 
     def __getitem__(self, idx: int) -> dict:

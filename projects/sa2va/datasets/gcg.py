@@ -17,7 +17,6 @@ span; :class:`GCGQuestion` draws the question per sample.
 """
 from __future__ import annotations
 
-import json
 import os.path as osp
 
 from mmengine.logging import print_log
@@ -25,7 +24,8 @@ from mmengine.logging import print_log
 from ..constants import IMAGE_PLACEHOLDER
 from ..registry import DATASETS, TRANSFORMS
 from ..transforms.base import BaseTransform, RecordError, require
-from .base import Sa2VABaseDataset, estimate_text_tokens, estimate_tiles
+from .base import (Sa2VABaseDataset, estimate_text_tokens, estimate_tiles,
+                   first_text_defect, load_json)
 from .refseg import polygon_parts
 from .vqa import image_size_from_header
 
@@ -212,14 +212,20 @@ class GCGDataset(Sa2VABaseDataset):
         super().__init__(*args, **kwargs)
 
     def _raw_items(self):
-        with open(self.ann_file, encoding='utf-8') as f:
-            data = json.load(f)
+        data = load_json(self.ann_file)
         if self.format == 'flickr':
-            if not isinstance(data, dict) or 'images' not in data or \
-                    'annotations' not in data:
+            if not isinstance(data, dict) or not isinstance(
+                    data.get('images'), list) or not isinstance(
+                    data.get('annotations'), list):
                 raise ValueError(f'{self.ann_file}: expected a COCO dict '
-                                 f'with "images" and "annotations"')
-            items, dropped = flickr_records(data)
+                                 f'with "images" and "annotations" lists')
+            try:
+                items, dropped = flickr_records(data)
+            except (KeyError, TypeError, ValueError, AttributeError,
+                    IndexError, OverflowError) as exc:
+                raise ValueError(f'{self.ann_file}: malformed image or '
+                                 f'annotation entry: {type(exc).__name__}: '
+                                 f'{exc}') from None
             if dropped:
                 print_log(f'{self.dataset_name}: dropped {dropped} images '
                           f'with captions under 3 words or sides under 32 '
@@ -247,7 +253,12 @@ class GCGDataset(Sa2VABaseDataset):
         for i, (key, item) in enumerate(self._raw_items()):
             try:
                 file_name, caption, spans, parts, size = adapter(item)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                if not isinstance(file_name, str):
+                    raise TypeError(f'file name {file_name!r} is not a '
+                                    f'string')
+                spans = [(int(a), int(b)) for a, b in spans]
+            except (KeyError, TypeError, ValueError, AttributeError,
+                    IndexError, OverflowError) as exc:
                 raise ValueError(f'{self.ann_file}: record {i} ({key}) is '
                                  f'malformed: {type(exc).__name__}: '
                                  f'{exc}') from None
@@ -260,11 +271,18 @@ class GCGDataset(Sa2VABaseDataset):
             tiles = (estimate_tiles(size[1], size[0],
                                     max_num=self.max_num_tiles)
                      if size else self.max_num_tiles + 1)
-            out.append(dict(
+            info = dict(
                 img_path=path, record_id=f'record {i} ({key})',
                 answer=tag_caption(caption, spans) if defect is None else '',
                 segmentations=parts, num_tiles_estimate=tiles,
-                defect=defect))
+                defect=defect)
+            if size is not None:
+                info['ori_shape'] = size
+            bad = first_text_defect(
+                [(f'{self.ann_file}: record {i} caption', caption)])
+            if bad:
+                info['record_error'] = bad
+            out.append(info)
         return out
 
     def modality_length_of(self, info: dict) -> int:

@@ -16,14 +16,14 @@ polygons of one object, as Sa2VA does).
 """
 from __future__ import annotations
 
-import json
 import os.path as osp
-import pickle
 
 from ..constants import IMAGE_PLACEHOLDER
 from ..registry import DATASETS, TRANSFORMS
 from ..transforms.base import BaseTransform, RecordError, require
-from .base import Sa2VABaseDataset, estimate_text_tokens, estimate_tiles
+from .base import (Sa2VABaseDataset, estimate_text_tokens, estimate_tiles,
+                   first_text_defect, load_json, stated_size_defect)
+from .safe_pickle import load_data_pickle
 
 # Sa2VA v1's referring-segmentation questions and answers (the same lists
 # serve RefCOCO and the video datasets; they live in refvos.py).
@@ -51,9 +51,15 @@ def polygon_parts(segmentation):
 
     Returns:
         list of encodings, each a polygon list with one polygon or an RLE.
+
+    Raises:
+        TypeError: ``segmentation`` is neither a list nor a dict.
     """
     if isinstance(segmentation, dict):
         return [segmentation]
+    if not isinstance(segmentation, (list, tuple)):
+        raise TypeError(f'segmentation must be a polygon list or an RLE '
+                        f'dict, got {type(segmentation).__name__}')
     return [[poly] for poly in segmentation]
 
 
@@ -102,21 +108,50 @@ class RefCOCODataset(Sa2VABaseDataset):
             self.split_file = osp.join(self.data_root, self.split_file)
         super()._join_prefix()
 
+    def _coco_tables(self, instances) -> tuple[dict, dict]:
+        """``{ann id: annotation}``, ``{image id: image}`` of
+        ``instances.json`` (ValueError naming the file and entry)."""
+        if not isinstance(instances, dict) or not isinstance(
+                instances.get('annotations'), list) or not isinstance(
+                instances.get('images'), list):
+            raise ValueError(f'{self.ann_file}: expected a COCO dict with '
+                             f'"images" and "annotations" lists')
+        tables = []
+        for key in ('annotations', 'images'):
+            table = {}
+            for j, entry in enumerate(instances[key]):
+                try:
+                    table[entry['id']] = entry
+                except (KeyError, TypeError) as exc:
+                    raise ValueError(f'{self.ann_file}: {key}[{j}] has no '
+                                     f'"id": {type(exc).__name__}: '
+                                     f'{exc}') from None
+            tables.append(table)
+        return tables[0], tables[1]
+
+    def _image_entry(self, image_id, ref_k) -> tuple[str, tuple]:
+        im = self._images[image_id]
+        try:
+            size = (int(im['height']), int(im['width']))
+            name = im['file_name']
+            if not isinstance(name, str):
+                raise ValueError(f'file_name {name!r}, size {size}')
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f'{self.ann_file}: image {image_id!r} (of ref '
+                             f'{ref_k}) needs a file_name, a height and a '
+                             f'width: {type(exc).__name__}: '
+                             f'{exc}') from None
+        return name, size
+
     def load_data_list(self) -> list[dict]:
         import numpy as np
-        with open(self.split_file, 'rb') as f:
-            refs = pickle.load(f, encoding='latin1')
-        with open(self.ann_file, encoding='utf-8') as f:
-            instances = json.load(f)
+        refs = load_data_pickle(self.split_file)
+        instances = load_json(self.ann_file)
         if not isinstance(refs, list):
             raise ValueError(f'{self.split_file}: expected a list of refs, '
                              f'got {type(refs).__name__}')
-        if not isinstance(instances, dict) or 'annotations' not in instances \
-                or 'images' not in instances:
-            raise ValueError(f'{self.ann_file}: expected a COCO dict with '
-                             f'"images" and "annotations"')
-        anns = {a['id']: a for a in instances['annotations']}
-        images = {im['id']: im for im in instances['images']}
+        anns, images = self._coco_tables(instances)
+        self._images = images
         rng = np.random.default_rng([self.seed, 0x5EF])
         by_image: dict = {}
         for k, ref in enumerate(refs):
@@ -126,6 +161,7 @@ class RefCOCODataset(Sa2VABaseDataset):
                 ref_id, ann_id = ref['ref_id'], ref['ann_id']
                 image_id = ref['image_id']
                 texts = [s['raw'].lower() for s in ref['sentences']]
+                hash(ann_id), hash(image_id)
             except (KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(f'{self.split_file}: ref {k} is malformed: '
                                  f'{type(exc).__name__}: {exc}') from None
@@ -144,22 +180,34 @@ class RefCOCODataset(Sa2VABaseDataset):
                 texts = [texts[int(rng.integers(len(texts)))]]
             elif self.text_mode == 'select_first':
                 texts = texts[:1]
-            seg = anns[ann_id]['segmentation']
+            seg = anns[ann_id].get('segmentation') \
+                if isinstance(anns[ann_id], dict) else None
+            if seg is None:
+                raise ValueError(f'{self.ann_file}: annotation {ann_id!r} '
+                                 f'(of ref {k}) has no "segmentation"')
+            self._image_entry(image_id, k)
             # Sa2VA keys the refs by ann_id: a later ref of the same object
             # replaces the earlier one.
-            objs = [dict(segmentation=seg, text=t) for t in texts]
+            objs = [dict(segmentation=seg, text=t, ref=k) for t in texts]
             slot = by_image.setdefault(image_id, {})
             slot[ann_id] = objs
         out = []
         for image_id, per_ann in by_image.items():
-            im = images[image_id]
+            name, size = self._image_entry(image_id, None)
             objects = [o for objs in per_ann.values() for o in objs]
-            out.append(dict(
-                img_path=osp.join(self.data_prefix['img_path'],
-                                  im['file_name']),
-                record_id=f'image_id={image_id}',
-                ori_shape=(int(im['height']), int(im['width'])),
-                objects=objects))
+            info = dict(
+                img_path=osp.join(self.data_prefix['img_path'], name),
+                record_id=f'image_id={image_id}', ori_shape=size,
+                objects=[dict(segmentation=o['segmentation'],
+                              text=o['text']) for o in objects])
+            bad = first_text_defect(
+                (f'{self.split_file}: ref {o["ref"]} sentence', o['text'])
+                for o in objects) or stated_size_defect(
+                    *size, f'{self.ann_file}: image {image_id!r}')
+            if bad:
+                info['record_error'] = bad
+            out.append(info)
+        del self._images
         if not out:
             raise ValueError(f'{self.split_file}: no ref in split '
                              f'{self.split!r}')
@@ -226,7 +274,8 @@ class SampleReferringObjects(BaseTransform):
     ``phrases`` (list of ``num`` str).
 
     Raises:
-        RecordError: ``'no_objects'``, ``'empty_text'``.
+        RecordError: ``'no_objects'``, ``'empty_text'``, ``'bad_mask'`` (a
+        segmentation that is neither a polygon list nor an RLE dict).
     """
 
     def __init__(self, num: int = 5, questions=SEG_QUESTIONS,
@@ -250,7 +299,11 @@ class SampleReferringObjects(BaseTransform):
                                           self.answers, first=i == 0,
                                           what=f'object {int(k)}')
             conv.append(turn)
-            segs.append(polygon_parts(obj['segmentation']))
+            try:
+                segs.append(polygon_parts(obj['segmentation']))
+            except TypeError as exc:
+                raise RecordError('bad_mask', f'object {int(k)}: '
+                                  f'{exc}') from None
             phrases.append(phrase)
         results['segmentations'] = segs
         results['conversation'] = conv

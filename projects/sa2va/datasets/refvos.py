@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os.path as osp
-import pickle
 from typing import Sequence
 
 import numpy as np
@@ -41,7 +40,9 @@ from ..constants import IMAGE_PLACEHOLDER, NUM_IMAGE_TOKENS
 from ..registry import DATASETS, TRANSFORMS
 from ..transforms.base import BaseTransform, RecordError, require
 from ..transforms import video as _video  # noqa: F401  (registers transforms)
-from .base import Sa2VABaseDataset, estimate_text_tokens
+from .base import (Sa2VABaseDataset, estimate_text_tokens,
+                   first_text_defect, load_json)
+from .safe_pickle import load_data_pickle
 
 # Question templates and answers of Sa2VA v1
 # (magic-research/Sa2VA projects/llava_sam2/datasets/ReVOS_Dataset.py,
@@ -130,6 +131,11 @@ class VideoReferringConversation(BaseTransform):
 
     Added Keys: ``conversation`` (list of ``{'input', 'output'}``, one pair
     per object, in object order).
+
+    Raises:
+        RecordError: ``'no_objects'``; ``'bad_text'`` (no short caption);
+        ``'empty_text'`` (an expression or caption that is empty once
+        ``.`` and ``?`` are removed, as RefCOCO rejects an empty phrase).
     """
 
     def __init__(self, question_rule: str = 'expression',
@@ -160,7 +166,11 @@ class VideoReferringConversation(BaseTransform):
         else:
             texts = [obj['exp'] for obj in objects]
         conv = []
-        for text in texts:
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.replace(
+                    '.', '').replace('?', '').strip():
+                raise RecordError('empty_text', f'object {i} has an empty '
+                                  f'expression {text!r}')
             if rule == 'description':
                 templates = SAV_DESCRIPTION_QUESTIONS
                 template = templates[int(rng.integers(len(templates)))]
@@ -221,7 +231,8 @@ class LoadSAVAnnotation(BaseTransform):
                 data = json.load(f)
             masklet = data['masklet']
             count = int(data['video_frame_count'])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError,
+                OverflowError) as exc:
             raise RecordError('bad_annotation', f'{path}: cannot read the '
                               f'masklet / video_frame_count: {exc!r}') from None
         if not isinstance(masklet, list) or not masklet:
@@ -285,8 +296,7 @@ class _VideoReferringBase(Sa2VABaseDataset):
 
 
 def _load_meta_expressions(path: str) -> dict:
-    with open(path, encoding='utf-8') as f:
-        data = json.load(f)
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get('videos'), dict):
         raise ValueError(f'{path}: expected {{"videos": {{video: entry}}}}')
     return data['videos']
@@ -325,8 +335,7 @@ class MeViSDataset(_VideoReferringBase):
         super().__init__(*args, **kwargs)
 
     def _load_masks(self, path: str) -> dict:
-        with open(path, encoding='utf-8') as f:
-            masks = json.load(f)
+        masks = load_json(path)
         if not isinstance(masks, dict):
             raise ValueError(f'{path}: expected a dict anno_id -> mask list')
         return masks
@@ -349,6 +358,8 @@ class MeViSDataset(_VideoReferringBase):
         for vid, entry in videos.items():
             where = f'{self.ann_file}: video {vid!r}'
             try:
+                if not isinstance(entry['frames'], list):
+                    raise TypeError('frames is not a list')
                 frames = sorted(entry['frames'])
                 exps = entry['expressions']
             except (KeyError, TypeError):
@@ -388,12 +399,18 @@ class MeViSDataset(_VideoReferringBase):
                     tracks[a] = track
                 objects.append(dict(exp=exp['exp'], anno_ids=anno_ids,
                                     exp_id=str(eid)))
-            out.append(dict(
+            info = dict(
                 record_id=str(vid), video_dir=osp.join(img_dir, vid),
                 frames=frames, num_video_frames=len(frames),
                 objects=objects, mask_tracks=tracks,
                 text_tokens_estimate=self._text_estimate(
-                    [o['exp'] for o in objects])))
+                    [o['exp'] for o in objects]))
+            bad = first_text_defect(
+                (f'{where} expression {o["exp_id"]!r}', o['exp'])
+                for o in objects)
+            if bad:
+                info['record_error'] = bad
+            out.append(info)
         if skipped:
             print_log(f'{self.dataset_name}: {skipped} videos without '
                       f'expressions left out ({self.ann_file})',
@@ -420,8 +437,7 @@ class RefYTVOSDataset(MeViSDataset):
     """
 
     def _load_masks(self, path: str) -> dict:
-        with open(path, 'rb') as f:
-            masks = pickle.load(f)
+        masks = load_data_pickle(path)
         if not isinstance(masks, dict):
             raise ValueError(f'{path}: expected a pickled dict '
                              f'str(index) -> mask list')
@@ -473,8 +489,7 @@ class SAVReferringDataset(_VideoReferringBase):
         return path
 
     def load_data_list(self) -> list[dict]:
-        with open(self.ann_file, encoding='utf-8') as f:
-            data = json.load(f)
+        data = load_json(self.ann_file)
         if not isinstance(data, dict):
             raise ValueError(f'{self.ann_file}: expected a dict video_id -> '
                              f'entry')
@@ -499,15 +514,26 @@ class SAVReferringDataset(_VideoReferringBase):
                         obj.get('formated'), str):
                     raise ValueError(f'{where} object {key!r}: needs a '
                                      f'string "formated"')
+                caps = obj.get('short_caps') or []
+                if not isinstance(caps, list):
+                    raise ValueError(f'{where} object {key!r}: "short_caps" '
+                                     f'must be a list of strings')
                 objects.append(dict(exp=obj['formated'],
-                                    short_caps=list(obj.get('short_caps')
-                                                    or []),
+                                    short_caps=list(caps),
                                     anno_ids=[str(key)]))
-            out.append(dict(
+            info = dict(
                 record_id=str(vid),
                 video_path=osp.join(root, self._fix(entry['video_path'])),
                 anno_path=osp.join(root, self._fix(entry['anno_path'])),
                 objects=objects,
                 text_tokens_estimate=self._text_estimate(
-                    [o['exp'] for o in objects])))
+                    [o['exp'] for o in objects]))
+            bad = first_text_defect(
+                [(f'{where} object {o["anno_ids"][0]} formated', o['exp'])
+                 for o in objects]
+                + [(f'{where} object {o["anno_ids"][0]} short_caps[{j}]', c)
+                   for o in objects for j, c in enumerate(o['short_caps'])])
+            if bad:
+                info['record_error'] = bad
+            out.append(info)
         return out

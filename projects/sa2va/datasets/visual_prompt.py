@@ -43,7 +43,9 @@ from ..registry import DATASETS, TRANSFORMS
 from ..transforms.base import BaseTransform, RecordError, require
 from ..transforms.text import conversation_from_turns
 from .base import (Sa2VABaseDataset, estimate_text_tokens, estimate_tiles,
-                   iter_json_array)
+                   first_text_defect, iter_json_array, load_json,
+                   stated_size_defect)
+from ..transforms.image_io import decode_rgb
 
 # Sa2VA v1's region-description questions, as data (magic-research/Sa2VA,
 # projects/llava_sam2/datasets/Osprey_Dataset.py: DETAILED_QUESTIONS).
@@ -215,7 +217,20 @@ class OspreyDataset(Sa2VABaseDataset):
                         rec['conversations'])
                     text = sum(estimate_text_tokens(t['input'] + t['output'])
                                for t in info['conversation'])
-            except (KeyError, TypeError, AttributeError) as exc:
+                texts = [(f'description {k}', d) for k, d in enumerate(
+                    info.get('descriptions', ()))] + [
+                    (f'turn {k} {role}', t[role])
+                    for k, t in enumerate(info.get('conversation', ()))
+                    for role in ('input', 'output')]
+                bad = first_text_defect(
+                    [(f'{self.ann_file}: record {i} {w}', t)
+                     for w, t in texts], allow=(IMAGE_PLACEHOLDER,))
+                bad = bad or stated_size_defect(
+                    *info['ori_shape'], f'{self.ann_file}: record {i}')
+                if bad:
+                    info['record_error'] = bad
+            except (KeyError, TypeError, AttributeError, IndexError,
+                    OverflowError) as exc:
                 raise self._record_error(
                     i, rec, f'malformed: {type(exc).__name__}: '
                     f'{exc}') from None
@@ -326,10 +341,20 @@ def tar_member_index(tar_path: str) -> dict:
     """``{member name: (offset_data, size)}`` of the regular files of a tar
     shard (reads the headers only)."""
     out = {}
-    with tarfile.open(tar_path, 'r:') as tf:
-        for m in tf:
-            if m.isfile():
-                out[m.name] = (m.offset_data, m.size)
+    try:
+        with tarfile.open(tar_path, 'r:') as tf:
+            for m in tf:
+                if m.isfile():
+                    out[m.name] = (m.offset_data, m.size)
+    except (tarfile.TarError, EOFError) as exc:
+        raise ValueError(f'{tar_path}: not a readable tar shard (cut or '
+                         f'corrupt): {type(exc).__name__}: {exc}') from None
+    size = osp.getsize(tar_path)
+    for name, (off, n) in out.items():
+        if off + n > size:
+            raise ValueError(f'{tar_path}: member {name} ends at byte '
+                             f'{off + n}, past the end of the file ({size} '
+                             f'bytes): the shard is cut')
     return out
 
 
@@ -361,8 +386,8 @@ class ShardIndex:
         cache = osp.join(cache_dir, f'dam_shards_{key}.json') \
             if cache_dir else None
         if cache and osp.isfile(cache):
-            with open(cache, encoding='utf-8') as f:
-                self.members = {k: tuple(v) for k, v in json.load(f).items()}
+            self.members = {k: tuple(v)
+                            for k, v in load_json(cache).items()}
             return
         self.members = {}
         for s, path in enumerate(self.shards):
@@ -437,8 +462,7 @@ class DescribeAnythingDataset(Sa2VABaseDataset):
         for subset in self.subsets:
             folder = osp.join(self.data_root or '', subset)
             ann_path = osp.join(folder, 'annotations.json')
-            with open(ann_path, encoding='utf-8') as f:
-                ann = json.load(f)
+            ann = load_json(ann_path)
             if not isinstance(ann, dict):
                 raise ValueError(f'{ann_path}: expected a dict sample_id -> '
                                  f'regions, got {type(ann).__name__}')
@@ -458,12 +482,14 @@ class DescribeAnythingDataset(Sa2VABaseDataset):
                         caption = region['caption'].strip()
                         rle = region['mask_rle']
                         h, w = (int(v) for v in rle['size'])
+                        if h <= 0 or w <= 0:
+                            raise ValueError(f'mask size {h}x{w}')
                         counts = rle['counts']
                         area = int(mask_utils.area(dict(
                             size=[h, w], counts=counts.encode('ascii')
                             if isinstance(counts, str) else counts)))
                     except (KeyError, TypeError, AttributeError,
-                            ValueError) as exc:
+                            ValueError, OverflowError) as exc:
                         raise ValueError(
                             f'{ann_path}: sample {sample_id!r} region {k} is '
                             f'malformed: {type(exc).__name__}: '
@@ -476,7 +502,7 @@ class DescribeAnythingDataset(Sa2VABaseDataset):
                     missing += where is None
                     cells = max(1, round(NUM_IMAGE_TOKENS * area
                                          / max(1, h * w)))
-                    out.append(dict(
+                    info = dict(
                         record_id=f'{subset}/{sample_id}#{k}',
                         segmentations=[rle],
                         conversation=[dict(input=prompt, output=caption)],
@@ -485,7 +511,13 @@ class DescribeAnythingDataset(Sa2VABaseDataset):
                         tar_size=where[2] if where else -1,
                         length_estimate=(
                             estimate_text_tokens(self.instruction + caption)
-                            + 20 + cells + NUM_IMAGE_TOKENS)))
+                            + 20 + cells + NUM_IMAGE_TOKENS))
+                    bad = first_text_defect([(
+                        f'{ann_path}: sample {sample_id!r} region {k} '
+                        f'caption', caption)])
+                    if bad:
+                        info['record_error'] = bad
+                    out.append(info)
             if empty:
                 print_log(f'{self.dataset_name}: dropped {empty} regions of '
                           f'{subset} with an empty caption',
@@ -570,13 +602,7 @@ class LoadImageFromTar(BaseTransform):
             raise RecordError('corrupt_image', f'{path}: short read at '
                               f'offset {offset} ({len(data)} of {size} '
                               f'bytes)')
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                image = img.convert('RGB')
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise RecordError('corrupt_image', f'{path} at offset {offset}: '
-                              f'{exc}') from None
+        image = decode_rgb(io.BytesIO(data), f'{path} at offset {offset}')
         results['image'] = image
         results['ori_shape'] = (image.height, image.width)
         return results

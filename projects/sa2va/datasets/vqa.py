@@ -27,8 +27,8 @@ see :mod:`projects.sa2va.transforms.video`.
 """
 from __future__ import annotations
 
-import json
 import os.path as osp
+import warnings
 
 from mmengine.logging import print_log
 from PIL import Image
@@ -38,22 +38,24 @@ from ..registry import DATASETS, TRANSFORMS
 from ..transforms import video as _video  # noqa: F401  (registers transforms)
 from ..transforms.formatting import EncodeConversation
 from ..transforms.text import get_template
-from .base import Sa2VABaseDataset, estimate_text_tokens, estimate_tiles
+from .base import (Sa2VABaseDataset, estimate_text_tokens, estimate_tiles,
+                   first_text_defect, load_json)
 
 
 def image_size_from_header(path: str) -> tuple[int, int] | None:
     """``(width, height)`` read from the file header (no pixel decoding);
     None if the file is missing or unreadable."""
     try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, SyntaxError):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
 
 
 def _load_json_list(path: str) -> list:
-    with open(path, encoding='utf-8') as f:
-        records = json.load(f)
+    records = load_json(path)
     if not isinstance(records, list):
         raise ValueError(f'{path}: expected a JSON list of records, got '
                          f'{type(records).__name__}')
@@ -174,6 +176,17 @@ class LLaVADataset(Sa2VABaseDataset):
             if not conv:
                 raise ValueError(f'{where} has no question/answer pair')
             info = dict(record_id=str(rec.get('id', i)))
+            if has_image and not isinstance(rec['image'], str):
+                raise ValueError(f'{where}: "image" must be a file name, '
+                                 f'got {rec["image"]!r}')
+            bad = first_text_defect(
+                [(f'{where} question {k}', t['input'])
+                 for k, t in enumerate(conv)],
+                allow=(IMAGE_PLACEHOLDER,) if has_image else ()) or \
+                first_text_defect((f'{where} answer {k}', t['output'])
+                                  for k, t in enumerate(conv))
+            if bad:
+                info['record_error'] = bad
             if has_image:
                 if not any(IMAGE_PLACEHOLDER in t['input'] for t in conv):
                     conv[0]['input'] = IMAGE_PLACEHOLDER + '\n' + \
@@ -289,12 +302,20 @@ class ChatUniViDataset(Sa2VABaseDataset):
                                                self.video_token)
             except ValueError as exc:
                 raise ValueError(f'{where}: {exc}') from None
-            out.append(dict(
+            info = dict(
                 record_id=str(rec.get('id', i)),
                 video_path=osp.join(root, rec['video']),
                 conversation=conv,
                 text_tokens_estimate=estimate_text_tokens(
-                    ''.join(t['input'] + t['output'] for t in conv))))
+                    ''.join(t['input'] + t['output'] for t in conv)))
+            bad = first_text_defect(
+                [(f'{where} question {k}', t['input'])
+                 for k, t in enumerate(conv)], allow=(IMAGE_PLACEHOLDER,)) \
+                or first_text_defect((f'{where} answer {k}', t['output'])
+                                     for k, t in enumerate(conv))
+            if bad:
+                info['record_error'] = bad
+            out.append(info)
         return out
 
     def modality_length_of(self, info: dict) -> int:
