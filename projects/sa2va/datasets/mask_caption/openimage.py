@@ -35,7 +35,11 @@ def csv_row_offsets(path: str, max_rows: int | None = None,
     n = 0
     with open(path, 'rb') as f:
         head = f.readline()
-        header = next(csv.reader([head.decode('utf-8-sig')]))
+        try:
+            header = next(csv.reader([head.decode('utf-8-sig')]))
+        except (UnicodeDecodeError, StopIteration) as exc:
+            raise ValueError(f'{path}: the header line is not UTF-8 CSV: '
+                             f'{exc!r}') from None
         base = len(head)
         prev_newline = True  # the header ended with a newline
         while max_rows is None or n < max_rows:
@@ -121,7 +125,11 @@ class OpenImageSegDataset(CompactIndexDataset):
 
     def record(self, idx: int) -> dict:
         info = dict(record_id=f'{osp.basename(self.ann_file)}:row {idx}')
-        line = self._read_line(idx)
+        try:
+            line = self._read_line(idx)
+        except UnicodeDecodeError as exc:
+            info['row_error'] = f'{self.ann_file} row {idx}: not UTF-8: {exc}'
+            return info
         fields = next(csv.reader([line]), [])
         if len(fields) != self._num_fields:
             info['row_error'] = (f'{self.ann_file} row {idx}: '
@@ -181,7 +189,8 @@ class LoadImageAndMaskPNG(BaseTransform):
             with Image.open(mask_path) as mk:
                 mk.load()
                 mask = mk.convert('L')
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                Image.DecompressionBombError) as exc:
             raise RecordError('corrupt_mask', f'cannot decode mask '
                               f'{mask_path}: {exc}') from None
         if mask.size != image.size:

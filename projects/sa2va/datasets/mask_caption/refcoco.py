@@ -46,12 +46,15 @@ class RefCOCOCaptionDataset(RefCOCODataset):
             if self.expressions == 'one_per_image':
                 objects = objects[:1]
             for k, obj in enumerate(objects):
-                yield dict(img_path=image['img_path'],
-                           ori_shape=image['ori_shape'],
-                           segmentations=[obj['segmentation']],
-                           caption=obj['text'],
-                           record_id=f'{image["record_id"]}#{k}',
-                           dataset_type=self.dataset_type)
+                info = dict(img_path=image['img_path'],
+                            ori_shape=image['ori_shape'],
+                            segmentations=[obj['segmentation']],
+                            caption=obj['text'],
+                            record_id=f'{image["record_id"]}#{k}',
+                            dataset_type=self.dataset_type)
+                if image.get('record_error'):  # bad text or size, named
+                    info['record_error'] = image['record_error']
+                yield info
 
     def modality_length_of(self, info: dict) -> int:
         return NUM_IMAGE_TOKENS + 20 + estimate_text_tokens(info['caption'])
