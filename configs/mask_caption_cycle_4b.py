@@ -65,6 +65,17 @@ param_scheduler = ([dict(type='LinearLR', start_factor=1e-3, by_epoch=False, beg
                          end=warmup_iters)] if warmup_iters > 0 else [])
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=2))
+# RefCOCO val during training (mask-caption-cycle.md 10.1): every checkpoint
+# interval, 100 expressions, one 448 tile as in training; the evaluated
+# checkpoints are kept in eval_checkpoints/ (max_keep_ckpts prunes only the
+# checkpoint hook's own files). variants=tuple(VARIANTS) adds the owner's
+# weight mixes; stop_below=0.5 stops a run whose cIoU falls below 0.5.
+refcoco_val = dict(_base_.mc_refcoco_caption, split='val', expressions='all',
+                   text_mode='original',
+                   pipeline=[dict(type='LoadImage'), dict(type='DecodeMasks')])
 custom_hooks = [dict(type='DataStatsHook', interval=50),
-                dict(type='CycleEMAHook', caption_log_interval=50)]
+                dict(type='CycleEMAHook', caption_log_interval=50, grad_log_interval=50),
+                dict(type='CycleRefCOCOEvalHook', dataset=refcoco_val, interval=500,
+                     num_samples=100, max_num_tiles=1, variants=('full',),
+                     stop_below=None, amp_dtype='bfloat16')]
 randomness = dict(seed=42)

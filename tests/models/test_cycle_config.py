@@ -36,6 +36,9 @@ def test_4b_recipe_values():
     assert dual.train_dataloader.dataset.datasets[1] == parts[1]
     assert (dual.optim_wrapper.rule, dual.optim_wrapper.missing) == ('owner', 'skip')
     assert any(h.type == 'CycleEMAHook' for h in cfg.custom_hooks)
+    ev = next(h for h in cfg.custom_hooks if h.type == 'CycleRefCOCOEvalHook')
+    assert ev.interval == cfg.default_hooks.checkpoint.interval and ev.max_num_tiles == 1
+    assert (ev.dataset.type, ev.dataset.split) == ('RefCOCOCaptionDataset', 'val')
 
 
 def test_tiny_loader_interleaves_refcoco_first(sample_cwd, monkeypatch):
