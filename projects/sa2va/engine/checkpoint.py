@@ -129,15 +129,6 @@ class CheckpointError(ValueError):
     parts, shapes or values that do not fit)."""
 
 
-def _refused_global(err: BaseException) -> str:
-    text = str(err)
-    match = re.search(r'GLOBAL (\S+)', text)
-    if match:
-        return f'it needs the Python global {match.group(1)}'
-    reason = text.split('WeightsUnpickler error:')[-1].strip()
-    return reason.splitlines()[0] if reason else type(err).__name__
-
-
 def safe_torch_load(filename: str, map_location: Any = 'cpu') -> Any:
     """``torch.load(filename, weights_only=True)`` with errors that name the
     file.
@@ -160,25 +151,22 @@ def safe_torch_load(filename: str, map_location: Any = 'cpu') -> Any:
     try:
         return torch.load(filename, map_location=map_location,
                           weights_only=True)
-    except pickle.UnpicklingError as err:
-        if 'Weights only load failed' not in str(err) \
-                or 'unexpected EOF' in str(err):
+    except Exception as err:  # RuntimeError, EOFError, KeyError, Unpickling
+        text = str(err)
+        refused = re.search(r'GLOBAL (\S+)', text)
+        if isinstance(err, pickle.UnpicklingError) and refused:
             raise CheckpointError(
-                f'{filename} is not a readable torch checkpoint '
-                f'(truncated or corrupt): {str(err).splitlines()[0]}') \
-                from None
+                f'{filename} is refused by torch.load(weights_only=True): it '
+                f'needs the Python global {refused.group(1)}, which could run '
+                f'code while loading. Checkpoints written by Sa2VARunner hold '
+                f'only plain types; a checkpoint from another writer must be '
+                f'converted by someone who trusts it.') from None
+        reason = text.split('WeightsUnpickler error:')[-1].strip()
+        reason = (reason.splitlines() or [''])[0][:200]
         raise CheckpointError(
-            f'{filename} is refused by torch.load(weights_only=True): '
-            f'{_refused_global(err)}, which could run code while loading. '
-            f'Checkpoints written by Sa2VARunner hold only plain types; a '
-            f'checkpoint from another writer must be converted by someone '
-            f'who trusts it.') from None
-    except Exception as err:  # torch raises RuntimeError, EOFError, KeyError
-        first = (str(err).splitlines() or [''])[0][:200]
-        raise CheckpointError(
-            f'{filename} is not a readable torch checkpoint (truncated or '
-            f'corrupt, {osp.getsize(filename)} bytes): '
-            f'{type(err).__name__}: {first}') from None
+            f'{filename} is not a readable torch checkpoint (truncated, '
+            f'corrupt or not written by torch.save; {osp.getsize(filename)} '
+            f'bytes): {type(err).__name__}: {reason}') from None
 
 
 def load_checkpoint_file(filename: str, map_location: Any = 'cpu') -> dict:
@@ -313,3 +301,53 @@ def install_weights_only_loader() -> None:
 
 
 install_weights_only_loader()
+
+
+def check_build_cfg(cfg: Any, source: str, registry) -> None:
+    """Refuse a build dict read from a file (an export's
+    ``sa2va_export.json``) that could name code to run.
+
+    Every ``type`` anywhere in ``cfg`` must be a plain name registered in
+    ``registry`` or its parents: mmengine's ``Registry.get`` imports any
+    dotted name it does not know (``'subprocess.run'``) and the build calls
+    it with the dict's other keys. Values under a ``config`` key are data
+    for a constructor (an InternVL / SAM2 configuration, where ``type`` is
+    e.g. a RoPE scaling kind) and are not checked for types. Keys containing
+    ``trust_remote_code`` must not be true anywhere (that would import
+    Python files of a directory).
+
+    Raises:
+        CheckpointError: naming ``source`` and the offending entry.
+    """
+    registry.import_from_location()
+
+    def registered(name) -> bool:
+        reg = registry
+        while reg is not None:
+            if name in reg.module_dict:
+                return True
+            reg = reg.parent
+        return False
+
+    def walk(node, where: str, types: bool = True) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                here = f'{where}.{key}' if where else str(key)
+                if types and key == 'type' and not (isinstance(value, str)
+                                          and '.' not in value
+                                          and registered(value)):
+                    raise CheckpointError(
+                        f'{source}: {here} = {value!r} is not a type '
+                        f'registered in {registry.name} (a file may only name '
+                        f'registered types; any other would be imported and '
+                        f'called)')
+                if 'trust_remote_code' in str(key) and value:
+                    raise CheckpointError(
+                        f'{source}: {here} is true: a file may not ask to run '
+                        f'the Python code of a directory')
+                walk(value, here, types and key != 'config')
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f'{where}[{i}]', types)
+
+    walk(cfg, '')

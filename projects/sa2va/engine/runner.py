@@ -325,7 +325,10 @@ class Sa2VARunner(Runner):
             if saved is None:
                 missing.append('param_schedulers (LR schedule position)')
             else:
-                built = self.param_schedulers
+                self.optim_wrapper = self.build_optim_wrapper(
+                    self.optim_wrapper)
+                built = self.param_schedulers = self.build_param_scheduler(
+                    self.param_schedulers)
                 counts = ({k: len(v) for k, v in built.items()}
                           if isinstance(built, dict) else len(built))
                 got = ({k: len(v) for k, v in saved.items()}

@@ -516,7 +516,13 @@ def load_export(directory: str):
                                 f'(no {EXPORT_CONFIG})')
     with open(path, encoding='utf-8') as f:
         meta = json.load(f)
-    model_cfg = dict(meta['model'], tokenizer=osp.join(directory, EXPORT_TOKENIZER))
+    # untrusted file: registered types only, the tokenizer's code never runs
+    from ..engine.checkpoint import check_build_cfg
+    from ..tokenization import load_tokenizer
+    check_build_cfg(meta['model'], path, MODELS)
+    model_cfg = dict(meta['model'], tokenizer=dict(
+        type=load_tokenizer, path=osp.join(directory, EXPORT_TOKENIZER),
+        trust_remote_code=False))
     with DefaultScope.overwrite_default_scope('sa2va'):
         model = MODELS.build(model_cfg)
     state = load_file(osp.join(directory, EXPORT_WEIGHTS))
