@@ -1,5 +1,11 @@
 """Resume of the real tiny Sa2VA: ``tools/train.py configs/sa2va_tiny_demo.py``
-for 4 iterations uninterrupted vs 2 then ``--resume`` to 4.
+for 4 iterations uninterrupted vs a run killed (SIGKILL, from outside) while
+writing its iteration-4 checkpoint, then ``--resume`` to 4 with another
+``num_workers`` (0 -> 2).
+
+The killed run keeps one checkpoint (``max_keep_ckpts=1``): the kill leaves
+``iter_2.pth`` loadable and named by ``last_checkpoint``, and a partial
+``iter_4.pth.tmp-<pid>`` that the resumed run deletes.
 
 Compared exactly (CPU, one process, float32): the logged losses, grad norm
 and LR of iterations 3 and 4, and the samples of every batch after the
@@ -14,8 +20,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +61,29 @@ class ResumeProbeHook(Hook):
                     + '\n')
 
 
+@HOOKS.register_module(force=True)
+class StallSaveHook(Hook):
+    """Test probe: the checkpoint of iteration ``at`` is written half, made
+    durable, ``marker`` is created and the process sleeps (to be killed)."""
+
+    def __init__(self, at: int, marker: str):
+        self.at, self.marker = at, marker
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if runner.iter + 1 != self.at:
+            return
+        from mmengine.fileio.backends import LocalBackend
+
+        def stall(backend, obj, filepath):
+            with open(filepath, 'wb') as f:
+                f.write(obj[:len(obj) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            Path(self.marker).write_text(str(filepath))
+            time.sleep(600)
+        LocalBackend.put = stall
+
+
 @pytest.fixture(scope='module')
 def resume_dir(sample_cwd):
     """``<sample_cwd>/resume_test/`` with the probe config (the tiny demo
@@ -65,15 +96,24 @@ def resume_dir(sample_cwd):
         "                      allow_failed_imports=False)\n"
         "custom_hooks = [dict(type='DataStatsHook', interval=1),\n"
         "                dict(type='ResumeProbeHook')]\n")
+    (root / 'kill_config.py').write_text(
+        "_base_ = ['probe_config.py']\n"
+        "custom_hooks = [dict(type='DataStatsHook', interval=1),\n"
+        "                dict(type='ResumeProbeHook'),\n"
+        f"                dict(type='StallSaveHook', at=4, marker="
+        f"{str(root / 'stalled')!r})]\n")
     return root
 
 
-def _start(root, work, *extra):
+def _start(root, work, *extra, config='probe_config.py', log=None):
+    """``tools/train.py`` in a subprocess; output piped, or written to the
+    file ``log`` (a run that is polled, not drained)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    out = subprocess.PIPE if log is None else open(log, 'w')
     return subprocess.Popen(
         [sys.executable, str(REPO / 'tools' / 'train.py'),
-         str(root / 'probe_config.py'), '--work-dir', str(work), *extra],
-        cwd=root.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         str(root / config), '--work-dir', str(work), *extra],
+        cwd=root.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
         text=True)
 
 
@@ -98,18 +138,46 @@ def _probe(work) -> dict[int, dict]:
     return {r['iter']: r for r in map(json.loads, lines)}
 
 
+def _kill_when_stalled(proc, marker: Path, log: Path) -> str:
+    """SIGKILL ``proc`` once it is stalled inside a checkpoint write."""
+    deadline = time.time() + 500
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError('the run ended before the stalled save: '
+                                     + log.read_text()[-4000:])
+            assert time.time() < deadline, 'no stalled save in 500 s'
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    return marker.read_text()
+
+
 @pytest.fixture(scope='module')
 def runs(resume_dir):
     full, part = resume_dir / 'full', resume_dir / 'part'
     # the uninterrupted and the interrupted run side by side (2 cores)
     a = _start(resume_dir, full, '--cfg-options', 'train_cfg.max_iters=4',
                *LOG_EVERY_ITER)
-    b = _start(resume_dir, part, '--cfg-options', 'train_cfg.max_iters=2',
-               *LOG_EVERY_ITER)
-    _finish(a), _finish(b)
-    assert (part / 'iter_2.pth').exists() and not (part / 'iter_4.pth').exists()
+    b = _start(resume_dir, part, '--cfg-options', 'train_cfg.max_iters=4',
+               *LOG_EVERY_ITER, 'default_hooks.checkpoint.max_keep_ckpts=1',
+               config='kill_config.py', log=resume_dir / 'killed.log')
+    partial = _kill_when_stalled(b, resume_dir / 'stalled',
+                                 resume_dir / 'killed.log')
+    _finish(a)
+    # killed while writing iteration 4: iteration 2 is intact and named
+    assert Path(partial).name.startswith('iter_4.pth.tmp-')
+    assert Path(partial).exists() and not (part / 'iter_4.pth').exists()
+    assert (part / 'last_checkpoint').read_text() == str(part / 'iter_2.pth')
+    assert torch.load(part / 'iter_2.pth', map_location='cpu',
+                      weights_only=True)['meta']['iter'] == 2
     log = _finish(_start(resume_dir, part, '--resume', '--cfg-options',
-                         'train_cfg.max_iters=4', *LOG_EVERY_ITER))
+                         'train_cfg.max_iters=4', *LOG_EVERY_ITER,
+                         'default_hooks.checkpoint.max_keep_ckpts=1',
+                         'train_dataloader.num_workers=2'))
+    assert f'removed {partial}' in log
     return full, part, log
 
 
@@ -145,6 +213,9 @@ def test_resume_continues_exactly(runs):
 def test_checkpoint_is_trainable_only_and_weights_only(runs):
     full, part, _ = runs
     assert not [p for p in part.iterdir() if '.tmp' in p.name]
+    # max_keep_ckpts=1: iteration 2 deleted after iteration 4 was complete
+    assert [p.name for p in part.glob('*.pth')] == ['iter_4.pth']
+    assert (part / 'last_checkpoint').read_text() == str(part / 'iter_4.pth')
     ckpt = torch.load(part / 'iter_4.pth', map_location='cpu',
                       weights_only=True)
     assert ckpt['meta']['iter'] == 4 and 'rng_state' in ckpt['meta']
@@ -169,12 +240,12 @@ def test_complete_state_dict_is_strict(runs, sample_cwd, monkeypatch):
     from mmengine.registry import DefaultScope
 
     from projects.sa2va.registry import MODELS
-    _, part, _ = runs
+    full, _, _ = runs
     monkeypatch.chdir(sample_cwd)
     cfg = Config.fromfile(str(REPO / 'configs' / 'sa2va_tiny_demo.py'))
     with DefaultScope.overwrite_default_scope('sa2va'):
         model = MODELS.build(cfg.model)
-    state = torch.load(part / 'iter_2.pth', map_location='cpu',
+    state = torch.load(full / 'iter_2.pth', map_location='cpu',
                        weights_only=True)['state_dict']
     full = model.complete_state_dict(state)
     assert set(full) == set(model.state_dict(trainable_only=False))
