@@ -67,8 +67,16 @@ def test_normalize_in_place_is_bit_identical():
         out = normalize_uint8(x)
         assert out.is_contiguous()
         assert torch.equal(out, ref if x.ndim == 4 else ref[0])
-    assert torch.equal(normalize_uint8(u8, dtype=torch.bfloat16),
-                       _old_normalize(u8, dtype=torch.bfloat16))
+    for dtype in (torch.bfloat16, torch.float16):
+        ref_cast = _old_normalize(u8, dtype=dtype)
+        # one chunk, 2 tiles per chunk (a partial last one), leading dims
+        for chunk in (1 << 22, 2 * 3 * 40 * 56, 1):
+            out = normalize_uint8(channels_last, dtype=dtype, chunk=chunk)
+            assert out.dtype == dtype and torch.equal(out, ref_cast)
+        assert torch.equal(normalize_uint8(u8.view(5, 1, 3, 40, 56), dtype=dtype,
+                                           chunk=2 * 3 * 40 * 56),
+                           ref_cast.view(5, 1, 3, 40, 56))
+        assert torch.equal(normalize_uint8(u8[0], dtype=dtype), ref_cast[0])
     # == torchvision ToTensor + Normalize on the same pixels
     tv = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     image = Image.fromarray(u8[0].permute(1, 2, 0).numpy())

@@ -82,7 +82,8 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
         pixel = data.get('pixel_values')
         if isinstance(pixel, torch.Tensor):
             if pixel.dtype == torch.uint8:
-                pixel = normalize_uint8(pixel, self.mean, self.std)
+                pixel = normalize_uint8(pixel, self.mean, self.std,
+                                        self.dtype)
             data['pixel_values'] = pixel.to(self.dtype)
         if 'g_pixel_values' in data:
             data['g_pixel_values'] = self._sam2_frames(data['g_pixel_values'])

@@ -89,20 +89,23 @@ def resize_rgb(image: Image.Image, image_size: int = IMAGE_SIZE,
 def normalize_uint8(images: torch.Tensor,
                     mean: Sequence[float] = IMAGENET_MEAN,
                     std: Sequence[float] = IMAGENET_STD,
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                    dtype: torch.dtype = torch.float32,
+                    chunk: int = 1 << 22) -> torch.Tensor:
     """ToTensor + Normalize applied to uint8 images, batched, on any device.
 
     Bit-identical to torchvision's ``ToTensor()`` then ``Normalize(mean,
     std)`` on the same pixels: the same float32 operations in the same order
     (``x / 255``, ``- mean``, ``/ std``), done in place on one float32
-    buffer (the only full-size temporary; the uint8 -> float copy also
-    makes channels-last input channels-first). The cast to ``dtype``
-    happens last.
+    buffer (the uint8 -> float copy also makes channels-last input
+    channels-first). The cast to ``dtype`` happens last; for another dtype
+    the float32 buffer holds at most ``chunk`` elements (whole leading
+    rows), reused, so no full-size float32 temporary exists.
 
     Args:
         images: ``(..., 3, H, W) uint8`` in [0, 255].
         mean, std: per-channel statistics (ImageNet by default).
         dtype: output dtype (float32 keeps bit-identity with the seed).
+        chunk: float32 elements per step when ``dtype`` is not float32.
 
     Returns:
         ``(..., 3, H, W)`` float tensor, ImageNet-normalised, contiguous.
@@ -113,13 +116,31 @@ def normalize_uint8(images: torch.Tensor,
     if images.ndim < 3 or images.shape[-3] != 3:
         raise ValueError(f'expected (..., 3, H, W) images, got shape '
                          f'{tuple(images.shape)}')
-    x = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-    x.copy_(images)
-    x.div_(255)
-    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
-    s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
-    x.sub_(m.view(-1, 1, 1)).div_(s.view(-1, 1, 1))
-    return x if dtype == torch.float32 else x.to(dtype)
+    m = torch.as_tensor(mean, dtype=torch.float32,
+                        device=images.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32,
+                        device=images.device).view(-1, 1, 1)
+
+    def normalise_into(out: torch.Tensor, pixels: torch.Tensor) -> None:
+        out.copy_(pixels)
+        out.div_(255).sub_(m).div_(s)
+
+    if dtype == torch.float32 or images.ndim == 3:
+        x = torch.empty(images.shape, dtype=torch.float32,
+                        device=images.device)
+        normalise_into(x, images)
+        return x if dtype == torch.float32 else x.to(dtype)
+    flat = images.reshape(-1, *images.shape[-3:])
+    out = torch.empty(flat.shape, dtype=dtype, device=images.device)
+    rows = max(1, chunk // flat[0].numel())
+    buf = torch.empty((min(rows, len(flat)), *flat.shape[1:]),
+                      dtype=torch.float32, device=images.device)
+    for start in range(0, len(flat), rows):
+        part = flat[start:start + rows]
+        x = buf[:len(part)]
+        normalise_into(x, part)
+        out[start:start + len(part)].copy_(x)
+    return out.view(images.shape)
 
 
 def pixel_values_from_image(image: Image.Image,
