@@ -340,3 +340,41 @@ def test_train_flags_reach_the_runner(tmp_path):
     assert cfg.allow_nonfinite_weights is True
     with pytest.raises(SystemExit, match='needs --resume'):
         build_config(parse_args([config, '--resume-weights-only']))
+
+
+# ------------------------------------------------------ never lose the last
+def test_save_writes_before_it_deletes(tmp_path, monkeypatch):
+    """max_keep_ckpts=1: each save is complete and named by last_checkpoint
+    before the previous checkpoint is deleted (mmengine deletes first)."""
+    events = []
+    real_replace, real_remove = os.replace, os.remove
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        events.append(('complete', Path(dst).name))
+
+    def remove(path):
+        if '.tmp-' not in str(path):
+            # what a kill now would leave: last_checkpoint names a file
+            # that loads
+            latest = (tmp_path / 'last_checkpoint').read_text()
+            assert torch.load(latest, weights_only=True)['meta']['iter']
+            events.append(('delete', Path(path).name))
+        real_remove(path)
+    monkeypatch.setattr(os, 'replace', replace)
+    monkeypatch.setattr(os, 'remove', remove)
+    runner = _toy_runner(tmp_path, 'trust_order')
+    hook = next(h for h in runner.hooks
+                if type(h).__name__ == 'Sa2VACheckpointHook')
+    hook.max_keep_ckpts = 1
+    runner.train()
+    assert events == [
+        ('complete', 'iter_3.pth'), ('complete', 'last_checkpoint'),
+        ('complete', 'iter_6.pth'), ('complete', 'last_checkpoint'),
+        ('delete', 'iter_3.pth'),
+        ('complete', 'iter_9.pth'), ('complete', 'last_checkpoint'),
+        ('delete', 'iter_6.pth'),
+        ('complete', 'iter_10.pth'), ('complete', 'last_checkpoint'),
+        ('delete', 'iter_9.pth')]  # save_last at the end
+    assert sorted(p.name for p in tmp_path.iterdir()
+                  if p.suffix == '.pth') == ['iter_10.pth']
