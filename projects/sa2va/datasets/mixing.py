@@ -97,6 +97,34 @@ def move_data_root(cfg: dict, data_root) -> str | None:
     return data_root[1] + root[len(data_root[0]):]
 
 
+def child_configs(datasets: Sequence, pipeline_defaults: dict | None = None,
+                  pipeline_overrides: dict | None = None,
+                  data_root_prefix=None,
+                  dataset_pipeline_overrides: dict | None = None) -> list:
+    """The children of a ``MixedDataset`` as it builds them: each config
+    with the mix's pipeline settings and root prefix applied, paired with
+    its original ``data_root`` (``(dataset object, None)`` for objects).
+    ``tools/check_data.py`` builds them one by one with the same rules.
+
+    Raises:
+        KeyError: ``dataset_pipeline_overrides`` names a dataset not in the
+            mix.
+        ValueError: a malformed ``data_root_prefix``.
+    """
+    per_dataset = dict(dataset_pipeline_overrides or {})
+    names = {d.get('dataset_name') for d in datasets if isinstance(d, dict)}
+    unknown = sorted(set(per_dataset) - names)
+    if unknown:
+        raise KeyError(f'dataset_pipeline_overrides names datasets not in '
+                       f'the mix: {unknown}; known: {sorted(map(str, names))}')
+    _check_prefix(data_root_prefix)
+    return [(apply_pipeline_defaults(
+        d, pipeline_defaults,
+        _merge(pipeline_overrides, per_dataset.get(d.get('dataset_name')),
+               inner_wins=True), data_root_prefix), d.get('data_root'))
+        if isinstance(d, dict) else (d, None) for d in datasets]
+
+
 def _build_child(cfg: dict, original_root):
     """Build a child dataset; a moved one that misses a file says where it
     was moved from and to."""
@@ -159,21 +187,11 @@ class MixedDataset(Dataset):
                  pipeline_overrides: dict | None = None,
                  data_root_prefix: Sequence[str] | None = None,
                  dataset_pipeline_overrides: dict | None = None):
-        per_dataset = dict(dataset_pipeline_overrides or {})
-        names = {d.get('dataset_name') for d in datasets if isinstance(d, dict)}
-        unknown = sorted(set(per_dataset) - names)
-        if unknown:
-            raise KeyError(f'dataset_pipeline_overrides names datasets not in '
-                           f'the mix: {unknown}; known: {sorted(map(str, names))}')
-        _check_prefix(data_root_prefix)
         self.datasets = [
-            _build_child(apply_pipeline_defaults(
-                d, pipeline_defaults,
-                _merge(pipeline_overrides, per_dataset.get(
-                    d.get('dataset_name')), inner_wins=True),
-                data_root_prefix), d.get('data_root'))
-            if isinstance(d, dict) else d for d in datasets
-        ]
+            _build_child(cfg, root) if isinstance(cfg, dict) else cfg
+            for cfg, root in child_configs(
+                datasets, pipeline_defaults, pipeline_overrides,
+                data_root_prefix, dataset_pipeline_overrides)]
         if not self.datasets:
             raise ValueError('MixedDataset needs at least one dataset')
         repeats = [1.0] * len(self.datasets) if repeats is None else \
