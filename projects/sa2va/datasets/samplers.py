@@ -6,6 +6,10 @@ torch ``ConcatDataset`` children, and sorts in Python. The grouping rule is
 the same (LLaVA's): shuffle, cut into mega-batches, sort each by length,
 keep multimodal (positive) and text-only (negative) samples in separate
 mega-batches, shuffle the mega-batches, longest first.
+
+The mask <-> caption cycle's :class:`CycleInterleaveSampler` (homogeneous
+pseudo / RefCOCO / Describe Anything blocks, interleaved) shares the resume
+contract of :class:`ResumableSampler`.
 """
 from __future__ import annotations
 
