@@ -114,6 +114,9 @@ def build_tiny_tokenizer(save_dir: str | os.PathLike | None = None,
 def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = True):
     """Load a tokenizer directory with ``AutoTokenizer``."""
     from transformers import AutoTokenizer
+
+    from .downloads import require_local
+    require_local(path, 'tokenizer')
     return AutoTokenizer.from_pretrained(
         str(path), trust_remote_code=trust_remote_code)
 

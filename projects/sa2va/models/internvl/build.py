@@ -60,6 +60,8 @@ def build_internvl_chat(model_path: Optional[str] = None,
     dtype = _dtype(torch_dtype)
     extra = {} if attn_implementation is None else {'attn_implementation': attn_implementation}
     if model_path is not None:
+        from ...downloads import require_local
+        require_local(model_path, 'InternVL checkpoint')
         model = InternVLChat.from_pretrained(model_path, **dtype_kwargs(dtype),
                                              trust_remote_code=trust_remote_code, **extra)
     else:

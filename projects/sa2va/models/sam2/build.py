@@ -109,7 +109,8 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, Tensor]:
     state dict. Raises ``ValueError`` for anything else."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'SAM2 checkpoint not found: {path}')
+        from ...downloads import missing_message
+        raise FileNotFoundError(missing_message(path, 'SAM2 checkpoint'))
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
         return load_file(path)
