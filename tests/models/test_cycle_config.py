@@ -73,39 +73,7 @@ def test_4b_applies_the_owner_lr_from_the_first_iteration(name, tmp_path):
     owner's constant 4e-5 from iteration 0 (a LinearLR over 0 iterations +
     ConstantLR applied 4e-8 throughout)."""
     from mmengine.config import Config
-    from mmengine.hooks import Hook
-    from mmengine.model import BaseModel
-    from mmengine.runner import Runner
-
+    from tests.tools.test_schedules import run_schedule
     cfg = Config.fromfile(str(ROOT / 'configs' / name))
-
-    class OneWeight(BaseModel):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.ones(1))
-
-        def forward(self, inputs, data_samples=None, mode='loss'):
-            return dict(loss=(self.w * inputs.float()).pow(2).mean())
-
-    class RecordLR(Hook):
-        lrs = []
-
-        def before_train_iter(self, runner, batch_idx, data_batch=None):
-            self.lrs.append(runner.optim_wrapper.param_groups[0]['lr'])
-
-    record = RecordLR()
-    runner = Runner(
-        model=OneWeight(), work_dir=str(tmp_path),
-        train_dataloader=dict(dataset=[dict(inputs=torch.ones(1))] * 6, batch_size=1,
-                              sampler=dict(type='DefaultSampler', shuffle=False),
-                              collate_fn=dict(type='default_collate')),
-        # the optimizer and accumulation of the config; its AMP / surgery
-        # wrapper needs a GPU or the cycle model, the schedule does not
-        optim_wrapper=dict(type='OptimWrapper', optimizer=cfg.optim_wrapper.optimizer,
-                           accumulative_counts=cfg.optim_wrapper.accumulative_counts),
-        param_scheduler=cfg.param_scheduler or None,
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=6),
-        default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=100)),
-        custom_hooks=[record])
-    runner.train()
-    assert record.lrs == [pytest.approx(4e-5, rel=1e-9)] * 6
+    lrs, base = run_schedule(cfg, tmp_path, 6, dict(type='IterBasedTrainLoop', max_iters=6))
+    assert base == 4e-5 and lrs == [pytest.approx(4e-5, rel=1e-9)] * 6

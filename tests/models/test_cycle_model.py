@@ -1,39 +1,16 @@
 """MaskCaptionCycleModel on the tiny model: teacher, gradient paths, EMA."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-CONFIG = Path(__file__).resolve().parents[2] / 'configs/_base_/models/mask_caption_cycle_tiny.py'
-B = 2
+from tests.models.cycle_helpers import B, CONFIG, build_cycle_model
+from tests.models.cycle_helpers import cycle_batch as _batch
 
 
 @pytest.fixture(scope='module')
 def model(tiny_tokenizer_dir):
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope, MODELS
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.model.tokenizer = str(tiny_tokenizer_dir)
-    cfg.model.caption_len = 8
-    torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('sa2va'):
-        m = MODELS.build(cfg.model)
-    m.ema_reset()
-    return m
-
-
-def _batch(seed=0, captions=None):
-    g = torch.Generator().manual_seed(seed)
-    pm = torch.zeros(B, 16, 16, dtype=torch.bool)
-    pm[0, 3:6, 3:8] = True                      # K = 15 and K = 0: different prompt lengths
-    return dict(pixel_values1=torch.randn(B, 3, 448, 448, generator=g),
-                pixel_values2=torch.randn(B, 3, 448, 448, generator=g),
-                prompt_masks1=pm,
-                g_pixel_values2=torch.randint(0, 256, (B, 3, 256, 256), dtype=torch.uint8,
-                                              generator=g),
-                masks2=(torch.rand(B, 256, 256, generator=g) > 0.5).float())
+    return build_cycle_model(tiny_tokenizer_dir, caption_len=8)
 
 
 def test_teacher_left_padding_matches_single_sample(model):

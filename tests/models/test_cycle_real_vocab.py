@@ -19,9 +19,9 @@ import torch
 
 from projects.sa2va.constants import INTERNVL_IMAGE_TOKENS
 from projects.sa2va.tokenization import QWEN2_PRETOKENIZE_REGEX
+from tests.models.cycle_helpers import build_cycle_model
+from tests.models.cycle_helpers import cycle_batch as _batch
 
-CONFIG = Path(__file__).resolve().parents[2] / 'configs/_base_/models/mask_caption_cycle_tiny.py'
-B = 2
 
 
 @pytest.fixture(scope='module')
@@ -49,28 +49,7 @@ def qwen_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def model(qwen_dir):
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.model.tokenizer = str(qwen_dir)
-    cfg.model.caption_len = 12
-    torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('sa2va'):
-        m = MODELS.build(cfg.model)
-    m.ema_reset()
-    return m
-
-
-def _batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    pm = torch.zeros(B, 16, 16, dtype=torch.bool)
-    pm[0, 3:6, 3:8] = True
-    return dict(pixel_values1=torch.randn(B, 3, 448, 448, generator=g),
-                pixel_values2=torch.randn(B, 3, 448, 448, generator=g),
-                prompt_masks1=pm,
-                g_pixel_values2=torch.randint(0, 256, (B, 3, 256, 256), dtype=torch.uint8,
-                                              generator=g),
-                masks2=(torch.rand(B, 256, 256, generator=g) > 0.5).float())
+    return build_cycle_model(qwen_dir, caption_len=12)
 
 
 def _enc(model, text):
