@@ -208,3 +208,79 @@ def test_caption_region_errors_name_the_record(sample_cwd, monkeypatch):
         test_tool.caption_region(bad)
     assert test_tool.strip_region_label(' Region12 :  A dog. ') == 'A dog.'
     assert test_tool.strip_region_label('A region1: dog') == 'A region1: dog'
+
+
+def _run(cmd, cwd):
+    import os
+    import subprocess
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _torchrun():
+    """``python -m torch.distributed.run`` on 2 processes and a free port
+    (other test sessions may hold the default one)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    return [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
+            '2', '--master_port', str(port)]
+
+
+def _saved(folder):
+    """The metrics record of the only run in ``folder`` (dates and world
+    size left out)."""
+    (path,) = folder.glob('metrics_*.json')
+    rec = json.loads(path.read_text())
+    assert rec['settings'].pop('world_size') >= 1
+    for key in ('started', 'finished'):
+        rec.pop(key)
+    return rec
+
+
+@pytest.mark.parametrize('task', ['refseg', 'gcg'])
+def test_two_rank_cpu_evaluation_equals_one_process(sample_cwd, task):
+    """torchrun --nproc_per_node 2 on CPU joins gloo, splits the items and
+    gathers the results in item order: the metrics equal the one-process
+    run (deterministic fake predictions, tests/evaluation/fake_predictions.py)."""
+    entry = str(REPO / 'tests' / 'evaluation' / 'fake_predictions.py')
+    args = dict(
+        refseg=['--task', 'refseg', '--data-root', 'data/sample/ref_seg/refcoco',
+                '--split', 'train', '--max-items', '7'],
+        gcg=['--task', 'gcg', '--data-root', 'data/sample/glamm_data',
+             '--ann-file', 'annotations/GranDf_HA_GCG_train.json',
+             '--img-prefix', 'images/grandf/train/', '--caption-backend',
+             'builtin'])[task]
+    common = [CONFIG, '-', *args, '--device', 'cpu']
+    _run([sys.executable, entry, *common, '--out', f'dist1_{task}'], sample_cwd)
+    _run([*_torchrun(), entry, *common,
+          '--out', f'dist2_{task}'], sample_cwd)
+    one, two = _saved(sample_cwd / f'dist1_{task}'), _saved(sample_cwd / f'dist2_{task}')
+    assert two['metrics'] == one['metrics']
+    if task == 'refseg':
+        assert 0 < one['metrics']['refseg/no_seg_rate'] < 1
+        assert 0 < one['metrics']['refseg/cIoU'] < 1
+    else:
+        assert one['metrics']['gcg/num_images'] > 1
+        assert one['metrics']['gcg/mIoU'] > 0
+    assert {k: v for k, v in two.items() if k != 'settings'} == \
+        {k: v for k, v in one.items() if k != 'settings'}
+
+
+def test_torchrun_tools_test_on_cpu(sample_cwd):
+    """The documented command itself: ``torchrun --nproc_per_node 2
+    tools/test.py`` without a GPU (mmengine's init_dist raised)."""
+    cmd = [CONFIG, '-', '--task', 'refseg', '--data-root',
+           'data/sample/ref_seg/refcoco', '--split', 'train', '--max-items', '3',
+           '--max-new-tokens', '2']
+    _run([*_torchrun(), str(REPO / 'tools' / 'test.py'),
+          *cmd, '--out', 'torchrun_real'], sample_cwd)
+    _run([sys.executable, str(REPO / 'tools' / 'test.py'), *cmd, '--out',
+          'torchrun_single'], sample_cwd)
+    two = _saved(sample_cwd / 'torchrun_real')
+    assert two['metrics'] == _saved(sample_cwd / 'torchrun_single')['metrics']
+    assert two['metrics']['refseg/num_samples'] == 3

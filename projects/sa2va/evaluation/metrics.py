@@ -280,14 +280,16 @@ class RefSegMetric(BaseMetric):
     default_prefix = 'refseg'
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        # ('no_seg',), not None: mmengine's result gathering drops Nones
         for s in data_samples:
             pred = s['pred_mask']
-            self.results.append(None if pred is None else mask_inter_union(
-                _np(pred), _np(s['gt_mask'])))
+            self.results.append(('no_seg',) if pred is None else
+                                mask_inter_union(_np(pred), _np(s['gt_mask'])))
 
     def compute_metrics(self, results: list) -> dict:
-        out = refseg_ciou_giou(results)
-        out['no_seg_rate'] = sum(r is None for r in results) / len(results)
+        pairs = [None if r == ('no_seg',) else r for r in results]
+        out = refseg_ciou_giou(pairs)
+        out['no_seg_rate'] = sum(p is None for p in pairs) / len(pairs)
         out['num_samples'] = len(results)
         return out
 
