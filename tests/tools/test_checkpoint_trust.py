@@ -73,6 +73,26 @@ def test_resume_never_evaluates_meta_config(trained, tmp_path):
     assert runner.model.trace == trained[1][6:]
 
 
+def test_flexible_runner_resume_never_evaluates_meta_config(tmp_path):
+    """The strategy runs' runner (mmengine's FlexibleRunner evaluates
+    ``meta['config']`` too); on CPU it runs the single-device strategy."""
+    from projects.sa2va.engine.runner import Sa2VAFlexibleRunner
+    _toy_runner(tmp_path / 'full', 'flex_full',
+                runner_cls=Sa2VAFlexibleRunner).train()
+    marker = tmp_path / 'marker'
+    ckpt = torch.load(tmp_path / 'full' / 'iter_6.pth', weights_only=True)
+    ckpt['meta']['config'] = f'__import__("os").system("touch {marker}")'
+    torch.save(ckpt, tmp_path / 'config_payload.pth')
+    runner = _toy_runner(tmp_path / 'w', 'flex_resumed',
+                         runner_cls=Sa2VAFlexibleRunner, resume=True,
+                         load_from=str(tmp_path / 'config_payload.pth'))
+    runner.train()
+    assert not marker.exists()
+    # resumed in epoch 1 (mmengine's epoch loop trains that epoch's 5
+    # batches again; a fresh start would train 10)
+    assert runner.epoch == 2 and len(runner.model.trace) == 5
+
+
 def test_payload_is_live(tmp_path):
     """The payloads of these tests do run when evaluated / unpickled, so an
     absent marker means the loading path refused them."""

@@ -349,9 +349,9 @@ def _toy_model():
     return Toy()
 
 
-def _toy_runner(work_dir, name, **kwargs):
+def _toy_runner(work_dir, name, runner_cls=None, **kwargs):
     from projects.sa2va.engine import Sa2VARunner
-    return Sa2VARunner(
+    return (runner_cls or Sa2VARunner)(
         model=_toy_model(), work_dir=str(work_dir), experiment_name=name,
         default_scope='sa2va',
         train_dataloader=dict(

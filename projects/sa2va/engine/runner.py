@@ -116,8 +116,18 @@ class _PrettyTextOnce(Config):
         return text
 
 
+class _PlainCheckpoints:
+    """Runner mixin: a checkpoint about to be saved is made weights-only
+    loadable after every hook has added its part."""
+
+    def call_hook(self, fn_name: str, **kwargs) -> None:
+        super().call_hook(fn_name, **kwargs)
+        if fn_name == 'before_save_checkpoint':
+            make_checkpoint_weights_only(kwargs['checkpoint'])
+
+
 @RUNNERS.register_module()
-class Sa2VARunner(Runner):
+class Sa2VARunner(_PlainCheckpoints, Runner):
     """mmengine ``Runner`` (same arguments, ``runner_type='Sa2VARunner'``)
     with weights-only, strict, atomic checkpoints and exact resume (see the
     module docstring)."""
@@ -447,15 +457,9 @@ class Sa2VARunner(Runner):
                 hook = dict(hook, type=Sa2VACheckpointHook)
         super().register_hook(hook, priority)
 
-    def call_hook(self, fn_name: str, **kwargs) -> None:
-        """Call the hooks; a checkpoint about to be saved is then made
-        weights-only loadable (after every hook has added its part)."""
-        super().call_hook(fn_name, **kwargs)
-        if fn_name == 'before_save_checkpoint':
-            make_checkpoint_weights_only(kwargs['checkpoint'])
 
 
-class Sa2VAFlexibleRunner(FlexibleRunner):
+class Sa2VAFlexibleRunner(_PlainCheckpoints, FlexibleRunner):
     """mmengine's ``FlexibleRunner`` (DeepSpeed / FSDP strategies,
     ``tools/train.py --strategy``) whose resume evaluates nothing of the
     checkpoint: mmengine's builds ``meta['config']`` with
@@ -486,10 +490,3 @@ class Sa2VAFlexibleRunner(FlexibleRunner):
         self.message_hub.load_state_dict(
             from_weights_only(checkpoint['message_hub']))
         self.logger.info(f'resumed epoch: {self.epoch}, iter: {self.iter}')
-
-    def call_hook(self, fn_name: str, **kwargs) -> None:
-        """Call the hooks; a checkpoint about to be saved is then made
-        weights-only loadable."""
-        super().call_hook(fn_name, **kwargs)
-        if fn_name == 'before_save_checkpoint':
-            make_checkpoint_weights_only(kwargs['checkpoint'])
