@@ -2,40 +2,29 @@
 anchor give identical model inputs on its files (not a timing test)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark, run_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        'bench_data_path_vs_v1', REPO / 'benchmarks' / 'data_path_vs_v1.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('data_path_vs_v1')
 
 
 def test_benchmark_runs_and_tensors_are_identical(tmp_path):
     bench = _load()
-    threads = torch.get_num_threads()
-    try:
-        report = bench.main(['--root', str(tmp_path), '--images', '2',
-                             '--rounds', '1', '--dtype', 'float32', '--json',
-                             '--max-tiles', '2', '--sam2-size', '256'])
-    finally:
-        torch.set_num_threads(threads)
+    report = run_benchmark(bench, ['--root', str(tmp_path), '--images', '2',
+                                   '--rounds', '1', '--dtype', 'float32', '--json',
+                                   '--max-tiles', '2', '--sam2-size', '256'])
     assert report['setup']['identical'] is True
     for family in ('refcoco', 'osprey'):
         rows = report[family]
         assert set(rows) == {'project', 'anchor'}
         assert rows['project']['worker']['median'] > 0
         # uint8 tiles instead of float32 ones
-        assert rows["project"]["mb_per_sample"] < \
-            0.75 * rows["anchor"]["mb_per_sample"]
+        assert rows['project']['mb_per_sample'] < \
+            0.75 * rows['anchor']['mb_per_sample']
 
 
 def test_identity_check_catches_a_difference(tmp_path):

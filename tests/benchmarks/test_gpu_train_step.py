@@ -2,34 +2,22 @@
 model (the GPU run uses the same code with ``--size 4b --device cuda``)."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
-import torch
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark, run_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        'bench_gpu_train_step', REPO / 'benchmarks' / 'gpu_train_step.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('gpu_train_step')
 
 
 def test_tiny_cpu_step_split_flops_and_loader(sample_cwd):
     bench = _load()
-    threads = torch.get_num_threads()
-    try:
-        results = bench.main([
-            '--size', 'tiny', '--device', 'cpu', '--steps', '1', '--tiles', '1',
-            '--frames', '2', '--variants', 'nockpt-eager', '--json',
-            '--loader-workers', '0', '--loader-batch', '2', '--loader-batches', '1',
-            '--loader-root', str(sample_cwd / 'data' / 'sample')])
-    finally:
-        torch.set_num_threads(threads)
+    results = run_benchmark(bench, [
+        '--size', 'tiny', '--device', 'cpu', '--steps', '1', '--tiles', '1',
+        '--frames', '2', '--variants', 'nockpt-eager', '--json',
+        '--loader-workers', '0', '--loader-batch', '2', '--loader-batches', '1',
+        '--loader-root', str(sample_cwd / 'data' / 'sample')])
     step, loader = results
     assert 'error' not in step, step.get('error')
     assert (step['grad_ckpt'], step['attn']) == (False, 'eager')
