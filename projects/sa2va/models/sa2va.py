@@ -335,7 +335,8 @@ class Sa2VAModel(BaseModel):
             from safetensors.torch import load_file
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location='cpu', weights_only=True)
+            from ..engine.checkpoint import safe_torch_load
+            state = safe_torch_load(str(path))  # weights-only, errors name it
             if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
                 state = state['state_dict']
         revised = {}

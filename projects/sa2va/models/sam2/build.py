@@ -114,7 +114,8 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, Tensor]:
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
         return load_file(path)
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    from projects.sa2va.engine.checkpoint import safe_torch_load
+    obj = safe_torch_load(path)  # weights-only, errors name the file
     if isinstance(obj, dict) and isinstance(obj.get('model'), dict):
         obj = obj['model']
     if not isinstance(obj, dict) or not all(
