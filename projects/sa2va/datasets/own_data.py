@@ -196,6 +196,10 @@ class OwnDataset(Sa2VABaseDataset):
             if n_in:
                 raise ValueError(f'{where}: {SEG_TOKEN} in a question; only '
                                  f'answers ground objects')
+            if not masks:
+                raise ValueError(f'{where}: a conversation record needs at '
+                                 f'least one object and its {SEG_TOKEN} '
+                                 f'(plain chat: use the LLaVA format)')
             if n_seg != len(masks):
                 raise ValueError(f'{where}: the answers hold {n_seg} '
                                  f'{SEG_TOKEN} but the record has '
