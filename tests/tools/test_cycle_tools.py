@@ -97,17 +97,24 @@ def _same(a: dict, b: dict) -> bool:
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                     reason='torch built without distributed / gloo')
 def test_two_ranks_stay_in_sync_and_ema_resumes(sample_cwd):
-    def probe_config(base: Path, name: str) -> Path:
+    def probe_config(base: Path, name: str, extra_hooks: str = '') -> Path:
         cfg = sample_cwd / name
         cfg.write_text(
             f'_base_ = [{str(base)!r}]\n'
             "custom_imports = dict(imports=['tests.tools.test_cycle_tools'], "
             'allow_failed_imports=False)\n'
-            "custom_hooks = [dict(type='CycleEMAHook', caption_log_interval=0), "
-            "dict(type='CycleSyncDumpHook')]\n")
+            "custom_hooks = [dict(type='CycleEMAHook', caption_log_interval=0, "
+            f"grad_log_interval=1), dict(type='CycleSyncDumpHook'){extra_hooks}]\n")
         return cfg
 
-    cfg = probe_config(CONFIG, 'cycle_sync.py')
+    # RefCOCO evaluation at step 2: 3 expressions spread over the 2 ranks
+    evaluation = (", dict(type='CycleRefCOCOEvalHook', interval=2, num_samples=3, "
+                  "max_new_tokens=4, dataset=dict(type='RefCOCOCaptionDataset', "
+                  "data_root='data/sample/ref_seg/refcoco/', ann_file='instances.json', "
+                  "split_file='refs(unc).p', data_prefix=dict(img_path='coco2014/train2014/'),"
+                  " split='train', pipeline=[dict(type='LoadImage'), "
+                  "dict(type='DecodeMasks')]))")
+    cfg = probe_config(CONFIG, 'cycle_sync.py', evaluation)
     work = sample_cwd / 'sync_work'
     out = _torchrun(sample_cwd, cfg, work, 2)
     assert 'DDP on CPU' in out
@@ -134,6 +141,10 @@ def test_two_ranks_stay_in_sync_and_ema_resumes(sample_cwd):
     assert any(k.startswith('loss_ref') for k in _load(sync / 'iter_1_r0.pt')['losses'])
     assert 'loss_mask' in _load(sync / 'iter_2_r0.pt')['losses']
 
+    (rec,) = [json.loads(x) for x in (work / 'eval.log').read_text().splitlines()]
+    assert (rec['step'], rec['total']) == (2, 3)       # both ranks' samples gathered
+    assert (work / 'eval_checkpoints' / 'iter_2.pth').is_file()
+    assert 'grad_loop1_text_embeds' in out and 'cap_eos_pos' in out
     ckpt = _load(work / 'iter_2.pth')['state_dict']
     saved = {k: v for k, v in ckpt.items() if k.startswith(('ema_shadow.', 'ema_state'))}
     assert _same(saved, prev['ema']) and len(saved) == len(prev['ema'])

@@ -52,7 +52,11 @@ class CaptionEnd:
     ids of ``encode(end)`` never fires there. So the end is looked for in the
     decoded text, each time a token whose text holds the end string's last
     character (``closers``) is generated, and the caption is the text before
-    it (re-encoded by the caller).
+    it: the generated tokens whose text lies wholly before the end string,
+    plus the encoding of the rest of that text when a token straddles the
+    boundary (``'.<'`` -> ``'.'``). Tokens are kept as generated otherwise (a
+    byte-level piece of a multi-byte character decodes to U+FFFD alone and
+    would not survive re-encoding the text).
 
     Args:
         tokenizer: a HF tokenizer.
@@ -76,12 +80,21 @@ class CaptionEnd:
         closers[:n] = torch.tensor([end_text[-1] in p for p in pieces], dtype=torch.bool)
         self.closers = closers
 
-    def caption_before_end(self, ids: List[int]) -> Optional[str]:
-        """The decoded text of ``ids`` before the first end string, or None
-        when the text holds no end string."""
-        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+    def caption_before_end(self, ids: List[int]) -> Optional[List[int]]:
+        """The caption ids of generated ``ids`` that end with the end string
+        (see above), or None when their text holds no end string."""
+        decode = lambda x: self.tokenizer.decode(x, skip_special_tokens=False)  # noqa
+        text = decode(ids)
         at = text.find(self.end_text)
-        return None if at < 0 else text[:at]
+        if at < 0:
+            return None
+        before = text[:at]
+        j = len(ids)
+        while j > 0 and not before.startswith(decode(ids[:j])):
+            j -= 1
+        rest = before[len(decode(ids[:j])):]
+        return list(ids[:j]) + (self.tokenizer.encode(rest, add_special_tokens=False)
+                                if rest else [])
 
 
 class EMATeacherMixin:
@@ -203,10 +216,10 @@ class EMATeacherMixin:
         """KV-cached greedy decoding from left-padded ``embeds (B, P, D)``.
 
         A sample stops at EOS (the caption is the tokens before it) or when
-        its decoded text holds the template's end string (:class:`CaptionEnd`;
-        the caption is the text before the end string, re-encoded, at most
-        ``t_max`` tokens). Returns ``(tokens (B, t_max) long`` pad after each
-        caption, ``lengths (B,)``, ``stopped (B,) bool)``."""
+        its decoded text holds the template's end string (the caption is
+        what lies before it, :meth:`CaptionEnd.caption_before_end`, at most
+        ``t_max`` tokens). Returns ``(tokens (B, t_max) long`` pad after
+        each caption, ``lengths (B,)``, ``stopped (B,) bool)``."""
         from transformers import DynamicCache
         body = self._llm_body()
         emb_layer = self.mllm.get_input_embeddings()
@@ -221,7 +234,7 @@ class EMATeacherMixin:
         lengths = torch.full((b,), t_max, dtype=torch.long, device=device)
         finished = torch.zeros(b, dtype=torch.bool, device=device)
         closers = self.caption_end.closers.to(device)
-        cut_texts: Dict[int, str] = {}
+        cut_ids: Dict[int, List[int]] = {}
         for t in range(t_max):
             nxt = self._lm_head(hidden).argmax(-1)
             gen[:, t] = torch.where(finished, gen[:, t], nxt)
@@ -229,9 +242,9 @@ class EMATeacherMixin:
             lengths = torch.where(hit_eos, torch.full_like(lengths, t), lengths)
             finished = finished | hit_eos
             for i in torch.nonzero(~finished & closers[nxt]).flatten().tolist():
-                text = self.caption_end.caption_before_end(gen[i, :t + 1].tolist())
-                if text is not None:
-                    cut_texts[i] = text
+                ids = self.caption_end.caption_before_end(gen[i, :t + 1].tolist())
+                if ids is not None:
+                    cut_ids[i] = ids[:t_max]
                     finished[i] = True
             if bool(finished.all()) or t == t_max - 1:
                 break
@@ -240,8 +253,7 @@ class EMATeacherMixin:
                        position_ids=next_pos, past_key_values=cache, use_cache=True)
             hidden = out.last_hidden_state[:, -1]
             next_pos = next_pos + 1
-        for i, text in cut_texts.items():
-            ids = self.tokenizer.encode(text, add_special_tokens=False)[:t_max]
+        for i, ids in cut_ids.items():
             gen[i] = self.pad_id
             gen[i, :len(ids)] = torch.tensor(ids, dtype=torch.long, device=device)
             lengths[i] = len(ids)
