@@ -51,6 +51,7 @@ def build_internvl_chat(model_path: Optional[str] = None,
         gradient_checkpointing: enable it in the ViT and the LLM.
         attn_implementation: 'sdpa' (default) or 'eager', for both ViT and LLM.
         trust_remote_code: needed for internlm2 checkpoints (2B/8B/26B).
+        seed: seeds the init of a config-built model and the rows added for ``tokenizer``.
 
     Returns:
         the model (train mode is left to the runner).
@@ -80,7 +81,11 @@ def build_internvl_chat(model_path: Optional[str] = None,
             tokenizer = dict(tokenizer)
             builder = tokenizer.pop('type')
             tokenizer = builder(**tokenizer)
-        new_rows = model.prepare_for_tokenizer(tokenizer)
+        # New rows are drawn around the old rows' mean (transformers' mean_resizing); seeded so
+        # that a rebuild gives the same rows (a run checkpoint holds only trainable weights).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            new_rows = model.prepare_for_tokenizer(tokenizer)
     model.freeze(vision=freeze_vision, llm=freeze_llm, mlp1=freeze_mlp1)
     if llm_lora is not None:
         lora = dict(llm_lora)
