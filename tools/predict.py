@@ -4,6 +4,8 @@
     python tools/predict.py CONFIG CKPT --video frames_dir_or.mp4 --text "..." --out out/
     python tools/predict.py CONFIG CKPT --image cat.jpg --region mask.png --text "..." --out out/
     python tools/predict.py --export EXPORT_DIR --image ... --out out/
+    python tools/predict.py --hf-dir ./pretrained/Sa2VA-4B --image ... --out out/
+    python tools/predict.py CONFIG --hf-dir DIR ...   (SAM2 settings from CONFIG)
 
 Writes to ``--out``: ``answer.txt``; per object ``object_<k>.png`` (image)
 or ``object_<k>/<frame>.png`` (video), 0/255 PNGs at the original size;
@@ -51,6 +53,8 @@ def main(argv=None) -> dict:
     p.add_argument('config', nargs='?')
     p.add_argument('checkpoint', nargs='?', default='-')
     p.add_argument('--export', help='export directory instead of CONFIG CKPT')
+    p.add_argument('--hf-dir', help='Hugging Face Sa2VA directory (released or '
+                   '--format hf export) instead of CKPT; an optional CONFIG gives SAM2')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--image')
     src.add_argument('--video', help='frame folder or video file')
@@ -71,9 +75,11 @@ def main(argv=None) -> dict:
                                                      load_frames)
     if args.export:
         predictor = Sa2VAPredictor.from_export(args.export, args.device)
+    elif args.hf_dir:
+        predictor = Sa2VAPredictor.from_hf(args.hf_dir, args.device, config=args.config)
     else:
         if not args.config:
-            p.error('give CONFIG CKPT or --export DIR')
+            p.error('give CONFIG CKPT, --export DIR or --hf-dir DIR')
         ckpt = None if args.checkpoint == '-' else args.checkpoint
         predictor = Sa2VAPredictor.from_config(args.config, ckpt, args.device)
     gen = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample)

@@ -26,10 +26,14 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from ..hf.convert import export_hf, reset_token_rows, state_for_save
+from ..hf.layout import template_to_official
+from ..hf.shards import DEFAULT_MAX_SHARD_BYTES
 from .predictor import (EXPORT_CONFIG, EXPORT_TOKENIZER, EXPORT_WEIGHTS,
                         Sa2VAPredictor)
 
-__all__ = ['export_model', 'import_export', 'merged_key']
+__all__ = ['export_model', 'import_export', 'merged_key', 'import_hf',
+           'export_hf_from_config']
 
 FORMAT = 'sa2va-export'
 # peft wrapper parts of a training key that the merged model does not have
@@ -151,15 +155,103 @@ def import_export(export_dir: str, config, out_path: str) -> Dict[str, torch.Ten
                          f'config: missing {missing[:10]} ({len(missing)}), '
                          f'mis-shaped {misshaped[:10]}')
     model.load_state_dict(out, strict=False)
-    for name, module in model.named_modules():
-        deltas = getattr(module, 'trainable_tokens_delta', None)
-        if deltas is None:
-            continue
-        base = module.base_layer.weight
-        for adapter, rows in module.token_indices.items():
-            deltas[adapter].data.copy_(base[rows])
-    state = {k: v.detach().cpu() for k, v in
-             model.state_dict(trainable_only=False).items()}
-    os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
-    torch.save({'state_dict': state, 'meta': {'imported_from': export_dir}}, out_path)
+    reset_token_rows(model)
+    state = state_for_save(model)
+    _save_checkpoint(state, {'imported_from': export_dir}, out_path)
     return state
+
+
+def _official_name(template: str) -> str:
+    try:
+        return template_to_official(template)
+    except ValueError:
+        return template
+
+
+def _save_checkpoint(state: Dict[str, torch.Tensor], meta: Dict[str, Any],
+                     out_path: str) -> None:
+    """``{'state_dict', 'meta'}`` to ``out_path`` (temporary name, renamed,
+    mode 0644)."""
+    os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
+    tmp = f'{out_path}.tmp'
+    torch.save({'state_dict': state, 'meta': meta}, tmp)
+    os.replace(tmp, out_path)
+    os.chmod(out_path, 0o644)
+
+
+def _build(model_cfg):
+    from mmengine.registry import DefaultScope
+
+    from ..registry import MODELS
+    with DefaultScope.overwrite_default_scope('sa2va'):
+        return MODELS.build(model_cfg)
+
+
+def _config(config):
+    from mmengine.config import Config
+    return config if isinstance(config, Config) else Config.fromfile(config)
+
+
+@torch.no_grad()
+def import_hf(hf_dir: str, config, out_path: str,
+              any_template: bool = False) -> Dict[str, Any]:
+    """A released Hugging Face Sa2VA directory -> a full checkpoint of
+    ``config``'s training model (``{'state_dict': ..., 'meta': ...}``) that
+    ``model.pretrained_pth`` loads.
+
+    The model is built as with ``model.pretrained_hf=hf_dir`` (the
+    directory's weights cast tensor by tensor into the built model; LoRA
+    adapters fresh; no base InternVL / SAM2 checkpoint read), then saved.
+
+    Args:
+        any_template: allow the config's chat template to differ from the
+            directory's ``template`` (mapped to the project's name).
+
+    Raises:
+        ValueError: the templates differ (unless ``any_template``), or the
+        weights do not fit the model (naming the keys).
+    """
+    from ..hf.convert import checkpoint_meta, read_export_template
+    cfg = _config(config)
+    template = read_export_template(hf_dir)
+    mine = Sa2VAPredictor.settings_from_config(cfg).get('template')
+    if isinstance(mine, str) and not any_template and \
+            _official_name(mine) != _official_name(template):
+        raise ValueError(f'{hf_dir} was trained with the {template!r} template but the '
+                         f'config encodes with {mine!r}; set text_settings.template='
+                         f'{template!r} (or pass --any-template)')
+    model_cfg = cfg.model.copy()
+    model_cfg.pop('pretrained_pth', None)
+    model_cfg['pretrained_hf'] = hf_dir
+    model = _build(model_cfg)
+    state = state_for_save(model)
+    meta = checkpoint_meta(hf_dir, dict(layout='sa2va_chat', template=template))
+    _save_checkpoint(state, meta, out_path)
+    return dict(tensors=len(state), template=template)
+
+
+def export_hf_from_config(config, checkpoint: Optional[str], out_dir: str,
+                          dtype: Optional[str] = None,
+                          max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+                          template: Optional[str] = None) -> list:
+    """Build a config's model, load ``checkpoint`` and write the released
+    Hugging Face layout (:func:`projects.sa2va.hf.export_hf`); the template
+    defaults to the config's text settings, the SAM2 config is the
+    config's."""
+    cfg = _config(config)
+    predictor = Sa2VAPredictor.from_config(cfg, checkpoint)
+    template = template or predictor.settings.get('template')
+    model = predictor.model
+    sam2 = _plain(cfg.model.grounding_encoder.get('config'))
+    torch_dtype = {'bfloat16': torch.bfloat16, 'float16': torch.float16,
+                   'float32': torch.float32}[dtype] if dtype else None
+    # a training-mode model (the cycle model) exports its student only
+    student = hasattr(model, 'export_model_cfg')
+    if student:
+        model._exporting = True
+    try:
+        return export_hf(model, out_dir, template, sam2, dtype=torch_dtype,
+                         max_shard_bytes=max_shard_bytes)
+    finally:
+        if student:
+            model._exporting = False

@@ -231,6 +231,45 @@ class Sa2VAPredictor:
         settings.update(overrides)
         return cls(model.to(device), **settings)
 
+    @classmethod
+    def from_hf(cls, hf_dir: str, device: str = 'cpu', config=None,
+                **overrides) -> 'Sa2VAPredictor':
+        """Load a released Hugging Face Sa2VA directory (``ByteDance/Sa2VA-4B``
+        or ``tools/export.py --format hf``): the model is built from its
+        ``config.json`` (no LoRA) and its weights loaded tensor by tensor.
+
+        Args:
+            hf_dir: the directory.
+            device: torch device of the model.
+            config: optional training config (path or ``Config``): its SAM2
+                build config and predictor settings are used (the official
+                format has no SAM2 section; without a config, the one an
+                export of this project recorded, else SAM2 hiera-L).
+            **overrides: predictor arguments that win.
+
+        The chat template is the directory's ``template`` (a config's only
+        if given in ``overrides``); the tile limit its ``max_dynamic_patch``.
+        """
+        from mmengine.registry import DefaultScope
+
+        from ..hf.convert import hf_model_cfg, read_export_template
+        from ..hf.layout import read_hf_config
+        from ..registry import MODELS
+        sam2, settings = None, {}
+        if config is not None:
+            from mmengine.config import Config
+            cfg = config if isinstance(config, Config) else Config.fromfile(config)
+            sam2 = cfg.model.grounding_encoder.get('config')
+            sam2 = sam2.to_dict() if hasattr(sam2, 'to_dict') else sam2
+            settings = cls.settings_from_config(cfg)
+        hf_cfg, _ = read_hf_config(hf_dir)
+        settings['template'] = read_export_template(hf_dir)
+        settings.setdefault('max_num_tiles', hf_cfg.get('max_dynamic_patch', 12))
+        settings.update(overrides)
+        with DefaultScope.overwrite_default_scope('sa2va'):
+            model = MODELS.build(hf_model_cfg(hf_dir, sam2_config=sam2))
+        return cls(model.to(device), **settings)
+
     def _stop_ids(self, template) -> List[int]:
         tok = self.tokenizer
         ids = set()

@@ -51,13 +51,19 @@ DEFAULT_LLM_LORA = dict(r=128, lora_alpha=256, lora_dropout=0.05)
 
 # Key rewrites from a Sa2VA v1 (xtuner) checkpoint to this model's layout:
 # its InternVL sits under ``mllm.model.``, SAM2 under
-# ``grounding_encoder.sam2_model.``, and peft adapters are saved without the
-# adapter name.
+# ``grounding_encoder.sam2_model.``. xtuner's get_peft_model_state_dict keeps
+# the adapter name (``.lora_A.default.weight``, unchanged here); a file saved
+# with peft's own get_peft_model_state_dict drops it (``.lora_A.weight``),
+# which the last rule puts back. v1 also saves the whole ``embed_tokens`` /
+# ``lm_head`` matrices (it trains them whole): ``load_pretrained`` splits a
+# whole matrix into this model's base layer and trainable-token rows.
 SA2VA_V1_REVISE_KEYS = (
     (r'^mllm\.model\.', 'mllm.'),
     (r'^grounding_encoder\.sam2_model\.', 'grounding_encoder.'),
     (r'\.(lora_[AB])\.weight$', r'.\1.default.weight'),
 )
+# How the input embedding and lm_head train (``train_embeddings``).
+TRAIN_EMBEDDINGS = ('new_rows', 'all')
 
 # Parts of a trainable SAM2 mask decoder that the mask losses cannot reach:
 # the IoU head only picks the best of the multimask outputs (argmax) and the
@@ -133,8 +139,14 @@ class Sa2VAModel(BaseModel):
         num_points, oversample_ratio, importance_sample_ratio: point
             sampling of the mask losses (12544, 3.0, 0.75); ``num_points=None``
             computes the losses on every pixel of the low-res masks.
-        train_new_token_rows: with LoRA, the embedding rows of
-            ``special_tokens`` are trainable (peft trainable tokens).
+        train_embeddings: ``'new_rows'`` (default): with LoRA only the
+            embedding rows of ``special_tokens`` train (a peft
+            trainable-token delta; ``train_new_token_rows``,
+            ``train_lm_head``). ``'all'``: Sa2VA v1's recipe, the whole
+            input embedding and the whole lm_head require grad (so weight
+            decay, the gradient norm and clipping see every row, as in v1).
+        train_new_token_rows: with LoRA and ``'new_rows'``, the embedding
+            rows of ``special_tokens`` are trainable (peft trainable tokens).
         train_lm_head: with LoRA, the whole lm_head is trainable (Sa2VA);
             False trains only the special-token rows of it. With a tied
             lm_head, True makes the whole shared matrix trainable.
@@ -157,6 +169,14 @@ class Sa2VAModel(BaseModel):
             keys are rewritten with ``pretrained_revise_keys`` (default: the
             Sa2VA v1 layout to ours); any key left unknown raises.
         pretrained_revise_keys: ``(regex, replacement)`` pairs.
+        pretrained_hf: a released Hugging Face Sa2VA directory
+            (``./pretrained/Sa2VA-4B``; official layout, see
+            :mod:`projects.sa2va.hf`) whose merged weights become this
+            model's weights (LoRA adapters start fresh). ``mllm.model_path``
+            is then replaced by the directory's ``config.json`` (no base
+            InternVL checkpoint is read), ``grounding_encoder.checkpoint`` is
+            dropped, and ``tokenizer=None`` reads the directory's tokenizer.
+            Loaded before ``pretrained_pth``.
         data_preprocessor: default ``Sa2VADataPreprocessor``.
     """
 
@@ -171,6 +191,7 @@ class Sa2VAModel(BaseModel):
                  num_points: Optional[int] = 12544,
                  oversample_ratio: float = 3.0,
                  importance_sample_ratio: float = 0.75,
+                 train_embeddings: str = 'new_rows',
                  train_new_token_rows: bool = True,
                  train_lm_head: bool = True,
                  freeze_unreachable_sam2: bool = True,
@@ -178,6 +199,7 @@ class Sa2VAModel(BaseModel):
                  save_trainable_only: bool = True,
                  pretrained_pth: Optional[str] = None,
                  pretrained_revise_keys: Sequence[Tuple[str, str]] = SA2VA_V1_REVISE_KEYS,
+                 pretrained_hf: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
@@ -187,10 +209,23 @@ class Sa2VAModel(BaseModel):
             raise ValueError(f'special_tokens must contain {SEG_TOKEN}')
         if fix_objects is not None and fix_objects < 1:
             raise ValueError(f'fix_objects must be None or >= 1, got {fix_objects}')
+        if train_embeddings not in TRAIN_EMBEDDINGS:
+            raise ValueError(f'train_embeddings must be one of {TRAIN_EMBEDDINGS}, '
+                             f'got {train_embeddings!r}')
+        if train_embeddings == 'all' and not (train_lm_head and train_new_token_rows):
+            raise ValueError("train_embeddings='all' trains every embedding and lm_head "
+                             "row: it cannot go with train_lm_head=False or "
+                             "train_new_token_rows=False")
+        self.train_embeddings = train_embeddings
         mllm_cfg = _plain(mllm)
         if 'tokenizer' in mllm_cfg:
             raise ValueError('give the tokenizer to Sa2VAModel(tokenizer=...), '
                              'not inside mllm')
+        tokenizer_given = tokenizer is not None
+        if pretrained_hf is not None:
+            from ..hf import hf_build_overrides
+            mllm_cfg, grounding_encoder, tokenizer = hf_build_overrides(
+                pretrained_hf, mllm_cfg, _plain(grounding_encoder), tokenizer)
         self.tokenizer = _build_tokenizer(tokenizer, mllm_cfg)
         self.special_tokens = tuple(special_tokens)
         token_ids = add_special_tokens(self.tokenizer, self.special_tokens)
@@ -202,7 +237,13 @@ class Sa2VAModel(BaseModel):
         self.mllm = MODELS.build(dict(mllm_cfg, tokenizer=self.tokenizer))
         if llm_lora is not None:
             self._wrap_lora(dict(llm_lora), sorted(token_ids.values()),
-                            train_new_token_rows, train_lm_head)
+                            train_new_token_rows and train_embeddings == 'new_rows',
+                            train_lm_head)
+        if train_embeddings == 'all':
+            self.mllm.get_input_embeddings().weight.requires_grad_(True)
+            out_emb = self.mllm.get_output_embeddings()
+            if out_emb is not None:
+                out_emb.weight.requires_grad_(True)
 
         self.grounding_encoder = MODELS.build(_plain(grounding_encoder))
         if freeze_unreachable_sam2:
@@ -224,6 +265,13 @@ class Sa2VAModel(BaseModel):
         self.importance_sample_ratio = importance_sample_ratio
         self.fix_objects = fix_objects
         self.save_trainable_only = save_trainable_only
+        if pretrained_hf is not None:
+            from ..hf.convert import check_tokenizer, load_hf_weights
+            if tokenizer_given:
+                check_tokenizer(self, pretrained_hf)
+            info = load_hf_weights(self, pretrained_hf)
+            print_log(f'loaded {info["loaded"]} tensors from {pretrained_hf} '
+                      f'({info["layout"]}, template {info["template"]})', logger='current')
         if pretrained_pth is not None:
             self.load_pretrained(pretrained_pth, pretrained_revise_keys)
 
@@ -345,6 +393,7 @@ class Sa2VAModel(BaseModel):
                 key = re.sub(pattern, repl, key)
             revised[key] = value
         own = super().state_dict()
+        revised = self._split_whole_embeddings(revised, own)
         unknown = sorted(k for k in revised if k not in own)
         misshaped = sorted(f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}'
                            for k, v in revised.items()
@@ -356,6 +405,31 @@ class Sa2VAModel(BaseModel):
         self.load_state_dict(revised, strict=False)
         print_log(f'loaded {len(revised)} tensors from {path}', logger='current')
         return sorted(revised)
+
+    def _split_whole_embeddings(self, state: Dict[str, Tensor],
+                                own: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """A whole ``embed_tokens`` / ``lm_head`` matrix (Sa2VA v1 trains and
+        saves them whole) for a module that trains only some rows here (peft
+        trainable tokens): the matrix goes to the base layer
+        (``...token_adapter.base_layer.weight``) and its special-token rows
+        to the trainable rows (``...trainable_tokens_delta.<adapter>``)."""
+        modules = dict(self.named_modules())
+        out = dict(state)
+        for key, value in state.items():
+            if key in own or not key.endswith('.weight'):
+                continue
+            stem = key[:-len('weight')]
+            base = stem + 'token_adapter.base_layer.weight'
+            adapter = modules.get(stem + 'token_adapter')
+            if base not in own or adapter is None:
+                continue
+            del out[key]
+            out[base] = value
+            if value.shape != own[base].shape:
+                continue  # reported as mis-shaped by the caller
+            for name, rows in adapter.token_indices.items():
+                out[f'{stem}token_adapter.trainable_tokens_delta.{name}'] = value[rows]
+        return out
 
     def merge_and_export(self, save_path: str) -> Dict[str, Tensor]:
         """Merge LoRA into the LLM (in place) and save one full checkpoint.
