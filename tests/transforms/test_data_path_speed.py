@@ -182,3 +182,34 @@ def test_resampler_switch_through_the_transforms():
         assert exact[key].shape == fast[key].shape
         diff = (exact[key].int() - fast[key].int()).abs()
         assert 0 < diff.max() <= 3
+
+
+def test_resampler_config_snippet_of_the_docs_builds(sample_cwd, monkeypatch):
+    """docs/data_path.md's switch, appended to the tiny demo config: every
+    resizing transform of every dataset of the mix takes it, and a sample
+    of each kind builds."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    from projects.sa2va.datasets.inspect import (build_dataset_from_config,
+                                                 leaf_datasets)
+    repo = Path(__file__).resolve().parents[2]
+    doc = (repo / 'docs' / 'data_path.md').read_text()
+    blocks = [b.split('```', 1)[0] for b in doc.split('```python\n')[1:]]
+    snippet, = [b for b in blocks if "resampler='torch'" in b]
+    cfg_file = sample_cwd / 'fast_resize_cfg.py'
+    cfg_file.write_text(f"_base_ = [{str(repo / 'configs' / 'sa2va_tiny_demo.py')!r}]\n"
+                        + snippet)
+    monkeypatch.chdir(sample_cwd)
+    cfg = Config.fromfile(str(cfg_file))
+    datasets = leaf_datasets(build_dataset_from_config(cfg))
+    seen = {}
+    for ds in datasets:
+        for t in ds.pipeline.transforms:
+            if type(t).__name__ in ('DynamicTiles', 'ImagesToTensor', 'SAM2Input'):
+                assert t.resampler == 'torch', (ds.dataset_name, type(t).__name__)
+                seen.setdefault(type(t).__name__, ds)
+    assert set(seen) == {'DynamicTiles', 'ImagesToTensor', 'SAM2Input'}
+    sample = seen['SAM2Input'][0]
+    assert sample['g_pixel_values'].dtype == torch.uint8
