@@ -27,8 +27,11 @@ env_cfg = dict(
 )
 
 log_processor = dict(by_epoch=False, window_size=10)
+# scalars.json always; TensorBoard event files when tensorboard is installed
+# (pip install -e '.[tensorboard]'; tensorboard --logdir work_dirs)
 visualizer = dict(type='Visualizer',
-                  vis_backends=[dict(type='LocalVisBackend')])
+                  vis_backends=[dict(type='LocalVisBackend'),
+                                dict(type='TensorboardIfInstalled')])
 log_level = 'INFO'
 load_from = None
 resume = False

@@ -189,3 +189,38 @@ def test_start_summary_lists_data_iterations_parameters_and_lr(tmp_path):
     assert 'trainable parameters: 1 of 1' in log
     assert 'warm-up until iteration 3' in log
     assert 'iter 0: 4e-10' in log and 'iter 3: 4e-05' in log
+
+
+def test_config_goes_to_the_work_dir_and_tensorboard_when_installed(tmp_path):
+    """The whole config is written to the work dir, not logged (hundreds of
+    lines for the Sa2VA mix); TensorBoard event files appear when the
+    package is installed, nothing breaks when it is not."""
+    from projects.sa2va.engine.visbackend import tensorboard_available
+    from projects.sa2va.registry import DATASETS, MODELS
+    MODELS.register_module('ScheduleTestOneWeight', module=OneWeight,
+                           force=True)
+    DATASETS.register_module('ScheduleTestItems', module=Items, force=True)
+    cfg = Config.fromfile(str(REPO / 'configs' / 'sa2va_4b.py'))
+    hooks = {k: v for k, v in cfg.default_hooks.items()}
+    hooks['checkpoint'] = None
+    hooks['logger'] = dict(type='LoggerHook', interval=1)
+    runner = Sa2VARunner.from_cfg(Config(dict(
+        model=dict(type='ScheduleTestOneWeight'), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=dict(type='ScheduleTestItems', n=4),
+                              batch_size=1,
+                              sampler=dict(type='DefaultSampler',
+                                           shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        param_scheduler=cfg.param_scheduler, train_cfg=dict(max_iters=3),
+        default_hooks=hooks, default_scope='sa2va',
+        visualizer=cfg.visualizer, log_level='INFO',
+        env_cfg=dict(dist_cfg=dict(backend='gloo')))))
+    runner.train()
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    assert 'Config:' not in log and 'config: ' in log
+    assert (tmp_path / f'{runner.timestamp}.py').is_file()
+    events = list(tmp_path.glob('*/vis_data/events.out.tfevents.*'))
+    assert bool(events) == tensorboard_available()
+    if not tensorboard_available():
+        assert 'tensorboard is not installed' in log

@@ -9,6 +9,7 @@ from .loops import (InfiniteDataIterator,  # noqa: F401
                     ResumableEpochBasedTrainLoop, ResumableIterBasedTrainLoop)
 from .schedules import WarmupDecayLR, simulate_lr  # noqa: F401
 from .start_summary import StartSummaryHook  # noqa: F401
+from .visbackend import TensorboardIfInstalled  # noqa: F401
 from .runner import Sa2VARunner, resumable_loop_cfg  # noqa: F401
 from .strategies import (apply_strategy, check_strategy_device,  # noqa: F401
                          load_strategy)

@@ -148,6 +148,23 @@ class Sa2VARunner(_PlainCheckpoints, Runner):
             setattr(runner, key, bool(cfg.get(key, False)))
         return runner
 
+    def _log_env(self, env_cfg: dict) -> None:
+        """mmengine's environment log without the full config text (several
+        hundred lines for the Sa2VA mix): the config is written to the work
+        dir (``dump_config``, and ``vis_data/config.py``) and the log names
+        the file."""
+        cfg = self.cfg
+        self.cfg = Config()
+        try:
+            super()._log_env(env_cfg)
+        finally:
+            self.cfg = cfg
+        if cfg._cfg_dict:
+            name = osp.basename(cfg.filename) if cfg.filename else \
+                f'{self.timestamp}.py'
+            self.logger.info(f'config: {osp.join(self.work_dir, name)} (the '
+                             f'whole config, written to the work dir)')
+
     def build_train_loop(self, loop):
         """Build the train loop; stock mmengine loops become resumable."""
         if isinstance(loop, dict):
