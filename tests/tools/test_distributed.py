@@ -60,6 +60,10 @@ def test_torchrun_two_processes_gloo(sample_cwd):
     assert 'DDP on CPU, find_unused_parameters=False' in out
     # both ranks' samples counted: 3 iterations x 2 samples x 2 ranks
     assert 'data_stats: samples=12' in out
+    # DDP keeps the replicas bitwise identical (same digest of every
+    # parameter's bytes on both ranks after 3 steps)
+    digests = [(work / f'params.{r}.sha256').read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
     probes = [[json.loads(line) for line in p.read_text().splitlines()]
               for p in (work / 'probe.jsonl', work / 'probe.1.jsonl')]
     has_masks = [[r['has_masks'] for r in rank] for rank in probes]

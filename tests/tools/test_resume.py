@@ -46,7 +46,8 @@ LOG_EVERY_ITER = ['default_hooks.logger.interval=1', 'log_processor.window_size=
 class ResumeProbeHook(Hook):
     """Test probe: one JSON line per trained iteration with the iteration,
     the optimizer LR, the identity of every sample of the batch and whether
-    it has GT masks (``probe.jsonl``; rank r > 0: ``probe.r.jsonl``)."""
+    it has GT masks (``probe.jsonl``; rank r > 0: ``probe.r.jsonl``), and a
+    digest of the parameters after training."""
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
@@ -59,6 +60,19 @@ class ResumeProbeHook(Hook):
             f.write(json.dumps(dict(iter=runner.iter + 1, lr=lr, samples=ids,
                                     has_masks=bool(data_batch.get('masks'))))
                     + '\n')
+
+    def after_train(self, runner):
+        """``params.<rank>.sha256``: a digest of every parameter's name and
+        bytes at the end of training (ranks must hold identical ones)."""
+        import hashlib
+        model = getattr(runner.model, 'module', runner.model)
+        digest = hashlib.sha256()
+        for name, p in model.named_parameters():
+            digest.update(name.encode())
+            digest.update(p.detach().cpu().contiguous().reshape(-1)
+                          .view(torch.uint8).numpy().tobytes())
+        (Path(runner.work_dir) / f'params.{runner.rank}.sha256').write_text(
+            digest.hexdigest())
 
 
 @HOOKS.register_module(force=True)
