@@ -312,13 +312,18 @@ def test_resume_needs_meta_optimizer_and_schedulers(trained, tmp_path):
     assert torch.equal(runner.model.fc.weight.detach(), weights)
 
 
-def test_resume_without_checkpoint_in_work_dir(tmp_path):
+@pytest.mark.parametrize('flexible', [False, True])
+def test_resume_without_checkpoint_in_work_dir(flexible, tmp_path):
+    from projects.sa2va.engine.runner import Sa2VAFlexibleRunner
+    cls = Sa2VAFlexibleRunner if flexible else None
     with pytest.raises(FileNotFoundError, match='no checkpoint to resume in '
                        'the work dir .*no last_checkpoint'):
-        _toy_runner(tmp_path, 'trust_none', resume=True).load_or_resume()
+        _toy_runner(tmp_path, f'trust_none{flexible}', runner_cls=cls,
+                    resume=True).load_or_resume()
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'gone.pth'))
     with pytest.raises(FileNotFoundError, match='gone.pth.*does not exist'):
-        _toy_runner(tmp_path, 'trust_gone', resume=True).load_or_resume()
+        _toy_runner(tmp_path, f'trust_gone{flexible}', runner_cls=cls,
+                    resume=True).load_or_resume()
 
 
 @pytest.mark.parametrize('resume', [False, True])

@@ -116,9 +116,32 @@ class _PrettyTextOnce(Config):
         return text
 
 
-class _PlainCheckpoints:
+class _CheckpointRules:
     """Runner mixin: a checkpoint about to be saved is made weights-only
-    loadable after every hook has added its part."""
+    loadable after every hook has added its part; the latest checkpoint of
+    the work dir is found or its absence is an error."""
+
+    def _latest_checkpoint(self) -> str:
+        """The checkpoint ``last_checkpoint`` of the work dir names; raises
+        ``FileNotFoundError`` saying what is missing."""
+        record = osp.join(self.work_dir, 'last_checkpoint')
+        if not osp.isfile(record):
+            found = sorted(p for p in os.listdir(self.work_dir)
+                           if p.endswith('.pth')) \
+                if osp.isdir(self.work_dir) else []
+            raise FileNotFoundError(
+                f'--resume: there is no checkpoint to resume in the work dir '
+                f'{self.work_dir} (no last_checkpoint file'
+                + (f'; .pth files there: {found[:5]}, give one as --resume '
+                   f'PATH' if found else '') +
+                '). Start without --resume for a new run.')
+        with open(record) as f:
+            latest = f.read().strip()
+        if not latest or not osp.exists(latest):  # DeepSpeed: a directory
+            raise FileNotFoundError(
+                f'--resume: {record} names {latest!r}, which does not exist '
+                f'(moved work dir?); give the checkpoint as --resume PATH')
+        return latest
 
     def call_hook(self, fn_name: str, **kwargs) -> None:
         super().call_hook(fn_name, **kwargs)
@@ -127,7 +150,7 @@ class _PlainCheckpoints:
 
 
 @RUNNERS.register_module()
-class Sa2VARunner(_PlainCheckpoints, Runner):
+class Sa2VARunner(_CheckpointRules, Runner):
     """mmengine ``Runner`` (same arguments, ``runner_type='Sa2VARunner'``)
     with weights-only, strict, atomic checkpoints and exact resume (see the
     module docstring)."""
@@ -283,28 +306,6 @@ class Sa2VARunner(_PlainCheckpoints, Runner):
         for pattern, repl in revise_keys:
             key = re.sub(pattern, repl, key)
         return key
-
-    def _latest_checkpoint(self) -> str:
-        """The checkpoint ``last_checkpoint`` of the work dir names; raises
-        ``FileNotFoundError`` saying what is missing."""
-        record = osp.join(self.work_dir, 'last_checkpoint')
-        if not osp.isfile(record):
-            found = sorted(p for p in os.listdir(self.work_dir)
-                           if p.endswith('.pth')) \
-                if osp.isdir(self.work_dir) else []
-            raise FileNotFoundError(
-                f'--resume: there is no checkpoint to resume in the work dir '
-                f'{self.work_dir} (no last_checkpoint file'
-                + (f'; .pth files there: {found[:5]}, give one as --resume '
-                   f'PATH' if found else '') +
-                '). Start without --resume for a new run.')
-        with open(record) as f:
-            latest = f.read().strip()
-        if not latest or not osp.isfile(latest):
-            raise FileNotFoundError(
-                f'--resume: {record} names {latest!r}, which does not exist '
-                f'(moved work dir?); give the checkpoint as --resume PATH')
-        return latest
 
     def load_or_resume(self) -> None:
         """Load (``load_from``) or resume (``resume=True``) as mmengine's,
@@ -476,13 +477,21 @@ class Sa2VARunner(_PlainCheckpoints, Runner):
 
 
 
-class Sa2VAFlexibleRunner(_PlainCheckpoints, FlexibleRunner):
+class Sa2VAFlexibleRunner(_CheckpointRules, FlexibleRunner):
     """mmengine's ``FlexibleRunner`` (DeepSpeed / FSDP strategies,
     ``tools/train.py --strategy``) whose resume evaluates nothing of the
     checkpoint: mmengine's builds ``meta['config']`` with
     ``Config.fromstring``. Saved checkpoints are made weights-only loadable
     as in ``Sa2VARunner`` (local loads go through the weights-only loader,
     ``engine.checkpoint.install_weights_only_loader``)."""
+
+    def load_or_resume(self) -> None:
+        """mmengine's, except that ``resume=True`` without a checkpoint in
+        the work dir is an error (mmengine starts a new run silently)."""
+        if not self._has_loaded and self._resume is True \
+                and self._load_from is None:
+            self._load_from = self._latest_checkpoint()
+        super().load_or_resume()
 
     def resume(self, filename: str, resume_optimizer: bool = True,
                resume_param_scheduler: bool = True,
