@@ -222,29 +222,10 @@ def coco_caption_scores(candidates: Dict, references: Dict) -> Dict[str, float]:
     out: Dict[str, float] = {}
     b, _ = Bleu(4).compute_score(gts, res, verbose=0)
     out.update({f'BLEU-{n + 1}': float(v) for n, v in enumerate(b)})
-    meteor = Meteor()
-    try:
-        out['METEOR'] = float(meteor.compute_score(gts, res)[0])
-    finally:
-        _close_meteor(meteor)
+    out['METEOR'] = float(Meteor().compute_score(gts, res)[0])
     out['ROUGE_L'] = float(Rouge().compute_score(gts, res)[0])
     out['CIDEr'] = float(Cider().compute_score(gts, res)[0])
     return out
-
-
-def _close_meteor(meteor) -> None:
-    """Ends the METEOR Java process (pycocoevalcap only does it on garbage
-    collection)."""
-    proc = getattr(meteor, 'meteor_p', None)
-    if proc is None:
-        return
-    with meteor.lock:
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-        proc.kill()
-        proc.wait()
-    meteor.meteor_p = None
 
 
 CAPTION_BACKENDS = ('auto', 'pycocoevalcap', 'builtin')
