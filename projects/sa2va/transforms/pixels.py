@@ -61,12 +61,14 @@ def resize_image(image: Image.Image, size: tuple[int, int],
         raise ValueError(f"resampler='torch' needs an RGB image, got mode "
                          f'{image.mode!r}')
     width, height = size
-    # np.array: a writable copy (np.asarray of a PIL image is read-only).
-    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+    # Channels-first in and out: torch's uint8 kernel is faster on it, and
+    # PIL interleaves the three planes (merge) faster than a torch transpose.
+    pixels = torch.from_numpy(
+        np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)))[None]
     out = F.interpolate(pixels, size=(height, width), mode='bicubic',
-                        antialias=True, align_corners=False)
-    return Image.fromarray(out[0].permute(1, 2, 0).contiguous().numpy(),
-                           'RGB')
+                        antialias=True, align_corners=False)[0]
+    return Image.merge('RGB', [Image.fromarray(plane.numpy(), 'L')
+                               for plane in out])
 
 
 def stack_uint8_images(images: Sequence[Image.Image]) -> torch.Tensor:
