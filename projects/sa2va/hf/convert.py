@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from .layout import (SA2VA_HF_CONFIG_EXTRA, HF_LAYOUTS, HFLayout,
+from .layout import (OFFICIAL_LLM_ARCHITECTURES, SA2VA_HF_CONFIG_EXTRA, HF_LAYOUTS, HFLayout,
                      internvl_config_from_hf, read_hf_config, template_from_official,
                      template_to_official)
 from .shards import DEFAULT_MAX_SHARD_BYTES, FILE_MODE, HFWeights, save_sharded
@@ -188,8 +188,15 @@ def _config_json(model, layout: HFLayout, template: str, dtype: torch.dtype,
     internvl = model.mllm.config.to_dict()
     llm = dict(internvl['llm_config'])
     vision = dict(internvl['vision_config'])
-    vision.setdefault('architectures', ['InternVisionModel'])
+    vision['architectures'] = ['InternVisionModel']
     vision.setdefault('use_flash_attn', False)
+    arch = type(model.mllm.language_model.get_base_model()
+                if hasattr(model.mllm.language_model, 'get_base_model')
+                else model.mllm.language_model).__name__
+    if arch not in OFFICIAL_LLM_ARCHITECTURES:
+        raise ValueError(f'the official code cannot build a {arch} LLM '
+                         f'({OFFICIAL_LLM_ARCHITECTURES})')
+    llm['architectures'] = [arch]
     n_tok = len(model.tokenizer)
     emb = model.mllm.get_input_embeddings().weight
     if emb.shape[0] != n_tok:
