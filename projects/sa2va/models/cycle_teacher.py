@@ -221,13 +221,15 @@ class EMATeacherMixin:
         ``t_max`` tokens). Returns ``(tokens (B, t_max) long`` pad after
         each caption, ``lengths (B,)``, ``stopped (B,) bool)``."""
         from transformers import DynamicCache
+
+        from ..compat import cache_kwargs
         body = self._llm_body()
         emb_layer = self.mllm.get_input_embeddings()
         b, device = embeds.shape[0], embeds.device
         pos = positions(att)
         cache = DynamicCache()
         out = body(inputs_embeds=embeds, attention_mask=att, position_ids=pos,
-                   past_key_values=cache, use_cache=True)
+                   **cache_kwargs(body, cache), use_cache=True)
         hidden = out.last_hidden_state[:, -1]
         next_pos = pos[:, -1:] + 1
         gen = torch.full((b, t_max), self.pad_id, dtype=torch.long, device=device)
@@ -250,7 +252,7 @@ class EMATeacherMixin:
                 break
             att = torch.cat([att, att.new_ones(b, 1)], 1)
             out = body(inputs_embeds=emb_layer(nxt[:, None]), attention_mask=att,
-                       position_ids=next_pos, past_key_values=cache, use_cache=True)
+                       position_ids=next_pos, **cache_kwargs(body, cache), use_cache=True)
             hidden = out.last_hidden_state[:, -1]
             next_pos = next_pos + 1
         for i, ids in cut_ids.items():
