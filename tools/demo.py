@@ -73,15 +73,14 @@ def draw_predictions(runner, out_dir: str,
                      names=('refcoco', 'gcg_grandf', 'revos',
                             'mc_sa2va_dam_segment')) -> list[str]:
     """Predicted vs GT masks (teacher-forced [SEG]) for one sample of each
-    named dataset; returns the files written."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    import numpy as np
+    named dataset, first frame for videos: a panel with every object, then
+    one per object with its expression and IoU
+    (``projects/sa2va/visualization.py``); returns the files written."""
     import torch
 
     from projects.sa2va.datasets import sa2va_collate_fn
-    from projects.sa2va.datasets.inspect import _overlay, leaf_datasets
+    from projects.sa2va.datasets.inspect import find_encoder, leaf_datasets
+    from projects.sa2va.visualization import save_object_panels, seg_phrases
     model = runner.model
     model.eval()
     pad = runner.cfg.train_dataloader.collate_fn.get('pad_index', 0)
@@ -94,29 +93,21 @@ def draw_predictions(runner, out_dir: str,
             sa2va_collate_fn([sample], pad_index=pad), False)
         with torch.no_grad():
             pred = model(**batch, mode='predict')[0]['pred_masks']
-        gt = sample['masks']
         g = sample['g_pixel_values']
         frames = g[None] if g.ndim == 3 else g
         n_obj, n_frames = pred.shape[:2]
-        cols = min(n_frames, 3)
-        fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 8),
-                                 squeeze=False)
-        for j in range(cols):
-            t = j * (n_frames - 1) // max(cols - 1, 1)
-            image = frames[t].permute(1, 2, 0).numpy()
-            gt_t = gt.reshape(n_obj, n_frames, *gt.shape[-2:])[:, t]
-            axes[0, j].imshow(_overlay(image, gt_t.numpy()))
-            axes[0, j].set_title(f'GT, frame {t}', fontsize=9)
-            axes[1, j].imshow(_overlay(image, pred[:, t].cpu().numpy()
-                                       .astype(np.uint8)))
-            axes[1, j].set_title(f'predicted, frame {t}', fontsize=9)
-            for ax in axes[:, j]:
-                ax.axis('off')
-        fig.suptitle(f'{ds.dataset_name}: {n_obj} objects', fontsize=10)
-        fig.tight_layout()
+        gt = sample['masks'].reshape(n_obj, n_frames, *sample['masks']
+                                     .shape[-2:])[:, 0]
+        encoder = find_encoder(ds)
+        text = encoder.decode(sample['input_ids']) if encoder else ''
         path = osp.join(out_dir, f'masks_{ds.dataset_name}.png')
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        ious = save_object_panels(
+            frames[0].permute(1, 2, 0).numpy(), pred[:, 0].cpu().numpy(),
+            path, labels=seg_phrases(text, n_obj), reference=gt.numpy(),
+            title=f'{ds.dataset_name}: predicted (colour) vs ground truth '
+                  f'(white)' + (', frame 0' if n_frames > 1 else ''))
+        print(f'{ds.dataset_name}: IoU per object '
+              + ' '.join(f'{v:.2f}' for v in ious))
         written.append(path)
     return written
 

@@ -26,19 +26,15 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
-          (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60))
-
-
-def overlay(image, masks, alpha: float = 0.5):
-    """RGB uint8 ``(H, W, 3)`` with each ``(H, W)`` mask tinted."""
+def overlay(image, masks):
+    """RGB uint8 ``(H, W, 3)``, enlarged to >= 480 px, each ``(H, W)`` mask
+    a contour in its own colour (``projects/sa2va/visualization.py``)."""
     import numpy as np
-    out = np.asarray(image.convert('RGB')).astype(np.float32)
-    for k, m in enumerate(masks):
-        color = np.array(COLORS[k % len(COLORS)], np.float32)
-        sel = np.asarray(m, bool)
-        out[sel] = (1 - alpha) * out[sel] + alpha * color
-    return out.clip(0, 255).astype(np.uint8)
+
+    from projects.sa2va.visualization import overlay_masks, upscale
+    image = np.asarray(image.convert('RGB')) if hasattr(image, 'convert') \
+        else np.asarray(image)
+    return overlay_masks(upscale(image), masks)
 
 
 def _rle(mask):
@@ -104,7 +100,11 @@ def main(argv=None) -> dict:
             Image.fromarray(m.astype(np.uint8) * 255).save(
                 osp.join(args.out, f'object_{k}.png'))
             record['objects'].append(dict(index=k, rle=_rle(m)))
-        Image.fromarray(overlay(image, masks)).save(osp.join(args.out, 'overlay.png'))
+        from projects.sa2va.visualization import (save_object_panels,
+                                                  seg_phrases)
+        save_object_panels(image, masks, osp.join(args.out, 'overlay.png'),
+                           labels=seg_phrases(out['text'], len(masks)),
+                           title=f'{args.text} -> {out["text"]}')
     else:
         frames = load_frames(args.video)
         out = predictor.segment_video(frames, args.text, **gen)

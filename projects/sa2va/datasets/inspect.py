@@ -100,19 +100,14 @@ def _to_uint8_image(tile):
     return x.round().to(torch.uint8).permute(1, 2, 0).numpy().astype(np.uint8)
 
 
-def _overlay(image, masks, alpha=0.45):
-    """Blend ``(n, H, W)`` masks (any size: nearest-resized) onto image."""
+def _overlay(image, masks, alpha=0.25):
+    """``(n, H, W)`` masks (any size: nearest-resized) drawn onto image:
+    a light fill and a contour, one distinct colour per object
+    (:func:`projects.sa2va.visualization.overlay_masks`)."""
     import numpy as np
-    import torch
-    import torch.nn.functional as F
-    out = image.astype(np.float32).copy()
-    h, w = image.shape[:2]
-    m = F.interpolate(torch.as_tensor(masks)[None].float(), size=(h, w),
-                      mode='nearest')[0].numpy() > 0
-    for i, mi in enumerate(m):
-        color = np.array(_COLORS[i % len(_COLORS)], np.float32)
-        out[mi] = (1 - alpha) * out[mi] + alpha * color
-    return out.astype(np.uint8)
+
+    from ..visualization import overlay_masks
+    return overlay_masks(image, np.asarray(masks), fill=alpha)
 
 
 def derive_option_a_sample(sample: dict) -> dict:
