@@ -73,3 +73,12 @@ def test_size_configs(name, path, template, remote, pad, interval):
         strip = [s for s in mine['pipeline'] if s is not _encode_step(mine)]
         assert strip == [s for s in base['pipeline']
                          if s is not _encode_step(base)]
+
+
+@pytest.mark.parametrize('name', ['sa2va_1b', 'sa2va_4b', 'sa2va_8b'])
+def test_recipe_configs_use_v1_embeddings_and_object_count(name):
+    """The recipe configs train as v1: whole embedding and lm_head, 5 objects
+    per grounding sample (the model defaults keep today's behaviour)."""
+    model = _cfg(name).model
+    assert model.train_embeddings == 'all' and model.fix_objects == 5
+    assert model.train_lm_head is True and model.train_new_token_rows is True
