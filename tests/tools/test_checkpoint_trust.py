@@ -363,6 +363,14 @@ def test_train_flags_reach_the_runner(tmp_path):
                                    '--allow-nonfinite-weights']))
     assert cfg.resume_weights_only is True
     assert cfg.allow_nonfinite_weights is True
+    from projects.sa2va.engine import Sa2VARunner
+    cfg.work_dir = str(tmp_path)
+    runner = Sa2VARunner.from_cfg(cfg)
+    assert runner.resume_weights_only is True
+    assert runner.allow_nonfinite_weights is True
+    # a CheckpointHook of the config is built as the plugin's
+    assert [type(h).__name__ for h in runner.hooks
+            if 'Checkpoint' in type(h).__name__] == ['Sa2VACheckpointHook']
     with pytest.raises(SystemExit, match='needs --resume'):
         build_config(parse_args([config, '--resume-weights-only']))
 
