@@ -63,14 +63,18 @@ def parse_args(argv=None):
     p.add_argument('checkpoint', nargs='?', default='-',
                    help="checkpoint ('-' for the built weights)")
     p.add_argument('--export', help='export directory instead of config+ckpt')
-    p.add_argument('--task', required=True, choices=TASKS)
-    p.add_argument('--data-root', required=True)
+    p.add_argument('--task', required=True, choices=TASKS,
+                   help='what to evaluate (protocol: docs/evaluation.md)')
+    p.add_argument('--data-root', required=True,
+                   help='the benchmark folder (annotation files, images)')
     p.add_argument('--ann-file', default=None,
                    help='annotation file under data-root (default: refseg / '
                         'vos / gcg instances.json, caption/osprey '
                         'Osprey-724K/osprey_detail_description.json)')
-    p.add_argument('--split-file', default='refs(unc).p')
-    p.add_argument('--split', default='val')
+    p.add_argument('--split-file', default='refs(unc).p',
+                   help="refseg: the refs pickle (default 'refs(unc).p')")
+    p.add_argument('--split', default='val',
+                   help="refseg: the refs split (default 'val')")
     p.add_argument('--mask-file', default='mask_dict.json',
                    help="vos: GT masks under data-root; 'none' for a split "
                         'without GT (predictions only, with --save-preds)')
@@ -84,7 +88,8 @@ def parse_args(argv=None):
                         'the COCO 2014/2017 train/val folders)')
     p.add_argument('--dataset-type', default='ReVOSDataset',
                    help='vos: ReVOSDataset | MeViSDataset | RefYTVOSDataset')
-    p.add_argument('--gcg-format', default='grandf')
+    p.add_argument('--gcg-format', default='grandf',
+                   help="gcg: annotation format (default 'grandf')")
     p.add_argument('--caption-format', default='osprey',
                    choices=CAPTION_FORMATS,
                    help='caption: osprey (detail-description JSON, one item '
@@ -115,7 +120,8 @@ def parse_args(argv=None):
     p.add_argument('--name', default=None,
                    help='run name of the output files (default '
                         '<task>_<dataset>)')
-    p.add_argument('--out', default='work_dirs/eval')
+    p.add_argument('--out', default='work_dirs/eval',
+                   help='results folder (default work_dirs/eval)')
     p.add_argument('--device', default=None,
                    help='torch device (default cuda when available, else cpu;'
                         ' torchrun: cuda:LOCAL_RANK)')
