@@ -269,11 +269,16 @@ def write_config(base: str, work_dir: str, samples: int, eval_seed: int) -> str:
 
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--config', default=CONFIG)
-    parser.add_argument('--work-dir', default='work_dirs/demo_cycle')
-    parser.add_argument('--iters', type=int, default=40)
-    parser.add_argument('--samples', type=int, default=4)
-    parser.add_argument('--eval-seed', type=int, default=0)
+    parser.add_argument('--config', default=CONFIG,
+                        help='cycle config (default the tiny one)')
+    parser.add_argument('--work-dir', default='work_dirs/demo_cycle',
+                        help='output folder (default work_dirs/demo_cycle)')
+    parser.add_argument('--iters', type=int, default=40,
+                        help='training iterations (default 40)')
+    parser.add_argument('--samples', type=int, default=4,
+                        help='fixed samples scored before / after (default 4)')
+    parser.add_argument('--eval-seed', type=int, default=0,
+                        help='seed of the evaluation draws (default 0)')
     parser.add_argument('--memory', default=None, metavar='T1,T2,...',
                         help='instead of training: saved-activation bytes of one '
                         'loop-1 step for each caption length T (batch of 2)')

@@ -125,7 +125,8 @@ def iters_options(iters: int) -> list[str]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--work-dir', default='work_dirs/demo',
+                        help='run folder (default work_dirs/demo)')
     parser.add_argument('--iters', type=int, default=None,
                         help='training iterations (default: the config)')
     args = parser.parse_args(argv)

@@ -46,22 +46,26 @@ def _rle(mask):
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('config', nargs='?')
-    p.add_argument('checkpoint', nargs='?', default='-')
+    p.add_argument('config', nargs='?', help='training config (omit with --export)')
+    p.add_argument('checkpoint', nargs='?', default='-',
+                   help="training checkpoint ('-': the config's built weights)")
     p.add_argument('--export', help='export directory instead of CONFIG CKPT')
     p.add_argument('--hf-dir', help='Hugging Face Sa2VA directory (released or '
                    '--format hf export) instead of CKPT; an optional CONFIG gives SAM2')
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument('--image')
+    src.add_argument('--image', help='image file')
     src.add_argument('--video', help='frame folder or video file')
-    p.add_argument('--text', required=True)
+    p.add_argument('--text', required=True, help='the question or instruction')
     p.add_argument('--region', help='region mask PNG: describe the region')
-    p.add_argument('--out', required=True)
-    p.add_argument('--max-new-tokens', type=int, default=128)
+    p.add_argument('--out', required=True, help='output folder')
+    p.add_argument('--max-new-tokens', type=int, default=128,
+                   help='answer length limit (default 128)')
     p.add_argument('--sample', action='store_true', help='sampling instead of greedy')
-    p.add_argument('--temperature', type=float, default=0.7)
-    p.add_argument('--top-p', type=float, default=0.9)
-    p.add_argument('--device', default='cpu')
+    p.add_argument('--temperature', type=float, default=0.7,
+                   help='--sample: temperature (default 0.7)')
+    p.add_argument('--top-p', type=float, default=0.9,
+                   help='--sample: nucleus top-p (default 0.9)')
+    p.add_argument('--device', default='cpu', help="torch device (default 'cpu')")
     args = p.parse_args(argv)
 
     import numpy as np

@@ -30,7 +30,8 @@ if REPO_ROOT not in sys.path:
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description='Train a Sa2VA model')
+    parser = argparse.ArgumentParser(
+        description='Train a Sa2VA model from a config (mmengine Runner)')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: ./work_dirs/<config name>)')
@@ -60,7 +61,9 @@ def parse_args(argv=None):
                         help='override config entries, e.g. '
                         'train_dataloader.batch_size=4')
     # torch.distributed.launch passes --local-rank
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help='set by torch.distributed.launch (torchrun sets '
+                             'LOCAL_RANK instead)')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
