@@ -19,7 +19,7 @@ _base_ = [
 batch_size = 16
 accumulative_counts = 2
 lr = 4e-5
-warmup_iters = 0          # the owner: none; > 0 adds a linear warm-up from lr / 1000
+warmup_iters = 0          # the owner: none (see param_scheduler)
 # RefCOCO stream: the owner's wrapper keeps one expression per image (the
 # first ref, one sentence drawn once; ~17k RefCOCO train images). 'all' (every
 # sentence of every ref, ~7x as many RefCOCO batches) is the option.
@@ -58,11 +58,11 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
     clip_grad=dict(max_norm=1.0, error_if_nonfinite=False),
     accumulative_counts=accumulative_counts)
-# The LR the runner applies is lr from iteration 0 (warmup_iters = 0: no
-# scheduler at all); with a warm-up, LinearLR ramps over warmup_iters and
-# leaves lr constant after it.
-param_scheduler = ([dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-                         end=warmup_iters)] if warmup_iters > 0 else [])
+# The LR the runner applies: lr from iteration 0, constant (the owner). One
+# WarmupDecayLR sized by the runner from the run's length; a warm-up is
+# --cfg-options param_scheduler.0.warmup_iters=N (linear from lr / 1000).
+param_scheduler = [dict(type='WarmupDecayLR', warmup_iters=warmup_iters, start_factor=1e-3,
+                        decay='constant', by_epoch=False)]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=2))
 # RefCOCO val during training (mask-caption-cycle.md 10.1): every checkpoint

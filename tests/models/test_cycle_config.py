@@ -77,3 +77,9 @@ def test_4b_applies_the_owner_lr_from_the_first_iteration(name, tmp_path):
     cfg = Config.fromfile(str(ROOT / 'configs' / name))
     lrs, base = run_schedule(cfg, tmp_path, 6, dict(type='IterBasedTrainLoop', max_iters=6))
     assert base == 4e-5 and lrs == [pytest.approx(4e-5, rel=1e-9)] * 6
+    # the warm-up option (--cfg-options param_scheduler.0.warmup_iters=3)
+    cfg.merge_from_dict({'param_scheduler.0.warmup_iters': 3})
+    lrs, _ = run_schedule(cfg, tmp_path / 'warm', 6, dict(type='IterBasedTrainLoop',
+                                                          max_iters=6))
+    ramp = [1e-3 + (1 - 1e-3) * t / 3 for t in range(3)] + [1.0] * 3
+    assert lrs == [pytest.approx(4e-5 * f, rel=1e-9) for f in ramp]
