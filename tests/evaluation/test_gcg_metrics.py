@@ -182,3 +182,26 @@ def test_gcg_metric_by_hand(tmp_path):
     ref = json.loads((tmp_path / 'r.json').read_text())
     assert ref['annotations'][1] == dict(image_id='a', id=1, caption='a man',
                                          labels=['a man'])
+
+
+@pytest.mark.skipif(not __import__(
+    'projects.sa2va.evaluation.caption_metrics',
+    fromlist=['x']).coco_caption_available(),
+    reason='pycocoevalcap or Java missing')
+def test_caption_figures_through_pycocoevalcap():
+    from projects.sa2va.evaluation.caption_metrics import caption_scores
+    # identical captions (PTB lower-cases and drops the period): METEOR and
+    # ROUGE-L 1, BLEU-4 1 (up to coco-caption's 1e-9 smoothing); CIDEr 0
+    # because with one image every n-gram has idf log(1 / 1) = 0
+    out = caption_scores({'x': 'A man rides a red horse.'},
+                         {'x': ['a man rides a red horse']}, 'auto')
+    assert out['caption_backend'].startswith('pycocoevalcap')
+    assert out['METEOR'] == pytest.approx(1.0)
+    assert out['ROUGE_L'] == pytest.approx(1.0)
+    assert out['BLEU-4'] == pytest.approx(1.0, abs=1e-8)
+    assert out['CIDEr'] == 0.0
+    builtin = caption_scores({'x': 'A man rides a red horse.'},
+                             {'x': ['a man rides a red horse']}, 'builtin')
+    assert 'METEOR' not in builtin and builtin['caption_backend'].startswith('builtin')
+    with pytest.raises(ValueError, match='caption backend'):
+        caption_scores({'x': 'a'}, {'x': ['a']}, 'java')
