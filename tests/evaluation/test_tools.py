@@ -274,3 +274,34 @@ def test_two_rank_cpu_evaluation_equals_one_process(sample_cwd, task):
         assert one['metrics']['gcg/mIoU'] > 0
     assert {k: v for k, v in two.items() if k != 'settings'} == \
         {k: v for k, v in one.items() if k != 'settings'}
+
+
+def test_cfg_options_are_config_keys_and_predictor_options_settings(monkeypatch):
+    """--cfg-options merges mmengine config keys (as tools/train.py);
+    --predictor-options are predictor settings; the task picks the official
+    max_new_tokens."""
+    import test as test_tool
+
+    from projects.sa2va.evaluation.predictor import Sa2VAPredictor
+    seen = {}
+
+    def capture(cls, cfg, ckpt, device, **overrides):
+        seen.update(cfg=cfg, ckpt=ckpt, device=device, overrides=overrides)
+        return 'predictor'
+
+    monkeypatch.setattr(Sa2VAPredictor, 'from_config', classmethod(capture))
+    args = test_tool.parse_args([
+        CONFIG, 'ckpt.pth', '--task', 'vos', '--data-root', 'x',
+        '--cfg-options', 'randomness.seed=7', 'text_settings.max_length=77',
+        '--predictor-options', 'sampled_frames=3', 'frame_rule=random',
+        '--device', 'cpu'])
+    assert test_tool.build_predictor(args) == 'predictor'
+    assert seen['cfg'].randomness.seed == 7
+    assert seen['cfg'].text_settings.max_length == 77
+    assert seen['overrides'] == {'sampled_frames': 3, 'frame_rule': 'random'}
+    assert seen['ckpt'] == 'ckpt.pth' and args.max_new_tokens == 2048
+    gcg = test_tool.parse_args(['-', '--task', 'gcg', '--data-root', 'x'])
+    assert gcg.max_new_tokens == 512
+    with pytest.raises(SystemExit, match='key=value'):
+        test_tool.predictor_options(test_tool.parse_args(
+            ['-', '--task', 'gcg', '--data-root', 'x', '--predictor-options', 'oops']))
