@@ -241,15 +241,38 @@ def test_export_tokenizer_code_never_runs(export_dir, tmp_path):
     from projects.sa2va.evaluation.predictor import Sa2VAPredictor
     marker = tmp_path / 'marker'
     out = _copy_export(export_dir, tmp_path)
-    tok = out / 'tokenizer'
-    (tok / 'evil_tokenization.py').write_text(
+    _evil_tokenizer_code(out / 'tokenizer', marker)
+    predictor = Sa2VAPredictor.from_export(str(out))
+    assert not marker.exists()
+    assert predictor.tokenizer.convert_tokens_to_ids('[SEG]') is not None
+
+
+def _evil_tokenizer_code(tok_dir: Path, marker: Path) -> None:
+    """``tokenizer_config.json`` ``auto_map`` -> a module of the directory
+    that creates ``marker`` when imported."""
+    (tok_dir / 'evil_tokenization.py').write_text(
         f'import pathlib\npathlib.Path({str(marker)!r}).touch()\n'
         'from transformers import Qwen2TokenizerFast as EvilTokenizer\n')
-    config = json.loads((tok / 'tokenizer_config.json').read_text())
+    config = json.loads((tok_dir / 'tokenizer_config.json').read_text())
     config['auto_map'] = {'AutoTokenizer': [None,
                                             'evil_tokenization.EvilTokenizer']}
-    (tok / 'tokenizer_config.json').write_text(json.dumps(config))
-    predictor = Sa2VAPredictor.from_export(str(out))
+    (tok_dir / 'tokenizer_config.json').write_text(json.dumps(config))
+
+
+def test_hf_dir_tokenizer_code_never_runs(tmp_path, tiny_tokenizer_dir):
+    """predict --hf-dir / pretrained_hf / export --import-hf read a
+    downloaded Hugging Face directory: its tokenizer's auto_map module runs
+    only for an InternLM2 LLM (the documented exception), not here (Qwen2)."""
+    import shutil
+
+    from projects.sa2va.evaluation.predictor import Sa2VAPredictor
+    from tests.hf.helpers import fixture_dir, golden, write_tiny_config
+    marker = tmp_path / 'marker'
+    hf_dir = Path(shutil.copytree(fixture_dir() / 'checkpoint', tmp_path / 'hf'))
+    _evil_tokenizer_code(hf_dir, marker)
+    cfg = write_tiny_config(tmp_path / 'tiny_hf.py', tiny_tokenizer_dir,
+                            golden()[0]['tiny_sam2'])
+    predictor = Sa2VAPredictor.from_hf(str(hf_dir), config=str(cfg))
     assert not marker.exists()
     assert predictor.tokenizer.convert_tokens_to_ids('[SEG]') is not None
 

@@ -143,15 +143,27 @@ def hf_build_overrides(hf_dir: str, mllm: dict, grounding_encoder: dict, tokeniz
         mllm['config'] = internvl_config_from_hf(cfg, hf_dir)
     grounding_encoder = dict(grounding_encoder, checkpoint=None)
     if tokenizer is None:
-        tokenizer = os.fspath(hf_dir)
+        tokenizer = hf_tokenizer(hf_dir, cfg)
     return mllm, grounding_encoder, tokenizer
+
+
+def hf_tokenizer(hf_dir: str, cfg: Optional[dict] = None) -> Dict[str, Any]:
+    """Build dict of the directory's tokenizer. Its Python files (an
+    ``auto_map`` of ``tokenizer_config.json``) run only for an InternLM2 LLM,
+    the documented exception that needs them, as for the model; any other
+    directory's are ignored (untrusted downloads never run code)."""
+    from ..tokenization import load_tokenizer
+    if cfg is None:
+        cfg, _ = read_hf_config(hf_dir)
+    return dict(type=load_tokenizer, path=os.fspath(hf_dir),
+                trust_remote_code=cfg['llm_config'].get('model_type') == 'internlm2')
 
 
 def check_tokenizer(model, hf_dir: str) -> None:
     """The model's tokenizer must be the directory's (same vocabulary and
     ids, the Sa2VA tokens included)."""
     from ..transforms.formatting import build_tokenizer
-    theirs = build_tokenizer(os.fspath(hf_dir)).get_vocab()
+    theirs = build_tokenizer(hf_tokenizer(hf_dir)).get_vocab()
     mine = model.tokenizer.get_vocab()
     if mine != theirs:
         diff = sorted(set(mine.items()) ^ set(theirs.items()))[:10]
@@ -271,7 +283,8 @@ def export_hf(model, out_dir: str, template, sam2_config,
     import transformers
     _write_json(osp.join(out_dir, 'generation_config.json'),
                 dict(_from_model_config=True, transformers_version=transformers.__version__))
-    model.tokenizer.save_pretrained(out_dir)
+    from ..compat import save_tokenizer_files
+    save_tokenizer_files(model.tokenizer, out_dir)
     for name in os.listdir(out_dir):
         path = osp.join(out_dir, name)
         if osp.isfile(path):
