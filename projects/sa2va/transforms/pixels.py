@@ -7,10 +7,11 @@ with its default filter for RGB (bicubic, with PIL's antialiasing support
 when shrinking). ``resampler='torch'`` runs ``F.interpolate(mode='bicubic',
 antialias=True)`` on the uint8 pixels instead: the same filter family
 (torch's antialiased bicubic follows PIL's, a = -0.5) in torch's uint8
-arithmetic, 3.5-8x faster on one CPU thread, at the price of a few grey
-levels: measured over natural-looking pictures, at most 1-2 levels on at
-most ~0.5 % of the values (``docs/datasets.md``, measurements). Both return
-PIL images, so every transform after the resize is unchanged.
+arithmetic, about 2x faster than PIL end to end on one CPU thread (the
+kernel alone about 4x), at the price of a few grey levels: measured over
+photo-like pictures, at most 2 levels on at most 0.6 % of the values
+(``docs/datasets.md``, measurements). Both return PIL images, so every
+transform after the resize is unchanged.
 """
 from __future__ import annotations
 
