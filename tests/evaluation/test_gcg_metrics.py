@@ -205,3 +205,12 @@ def test_caption_figures_through_pycocoevalcap():
     assert 'METEOR' not in builtin and builtin['caption_backend'].startswith('builtin')
     with pytest.raises(ValueError, match='caption backend'):
         caption_scores({'x': 'a'}, {'x': ['a']}, 'java')
+
+
+def test_gcg_metric_refuses_repeated_image_ids():
+    metric = METRICS.build(dict(type='GCGMetric', caption_backend='builtin'))
+    sample = dict(image_id='im1', pred_masks=[], gt_masks=[G1], pred_phrases=[],
+                  gt_phrases=['a man'], pred_caption='x', gt_caption='a man')
+    metric.process(None, [sample, dict(sample)])
+    with pytest.raises(ValueError, match=r"not unique.*'im1'"):
+        metric.evaluate(2)

@@ -40,6 +40,7 @@ rules in :mod:`.caption_metrics` (their names are re-exported here).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Dict, Optional, Sequence
 
 import cv2
@@ -396,7 +397,10 @@ class GCGMetric(BaseMetric):
         cands = {r['image_id']: r['pred_caption'] for r in results}
         refs = {r['image_id']: [r['gt_caption']] for r in results}
         if len(cands) != len(results):
-            raise ValueError('GCG image ids are not unique')
+            dup = [k for k, n in Counter(r['image_id'] for r in results).items()
+                   if n > 1]
+            raise ValueError(f'GCG image ids are not unique (GLaMM keys its '
+                             f'files by them): {dup[:5]}')
         if self.pred_path and self.ref_path:
             write_caption_files(cands, refs, self.pred_path, self.ref_path,
                                 labels={r['image_id']: (r['pred_phrases'],
