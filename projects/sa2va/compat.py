@@ -164,3 +164,22 @@ def tokenizer_class_name(tokenizer) -> str:
     if getattr(tokenizer, 'is_fast', False) and not name.endswith('Fast'):
         return name + 'Fast'
     return name
+
+
+def save_tokenizer_files(tokenizer, directory: str) -> None:
+    """``tokenizer.save_pretrained(directory)`` plus ``added_tokens.json``
+    (``{token: id}`` of the tokens above the base vocabulary), which
+    transformers 4 writes and 5 no longer does; the released Sa2VA layout
+    lists the Sa2VA tokens there (transformers 4 readers load it)."""
+    import json
+    import os.path as osp
+    tokenizer.save_pretrained(directory)
+    path = osp.join(directory, 'added_tokens.json')
+    if osp.exists(path):
+        return
+    base = tokenizer.vocab_size
+    added = {t: i for t, i in sorted(tokenizer.get_added_vocab().items(),
+                                     key=lambda kv: kv[1]) if i >= base}
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(added, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write('\n')
