@@ -31,8 +31,8 @@ max_epochs = 2
 
 model = dict(
     _base_.mask_caption_cycle,
-    # Sa2VA-4B (HF) converted to the xtuner .pth key space (Sa2VA v1 layout)
-    pretrained_pth='./pretrained/sa2va_4b_from_hf.pth',
+    # the released Sa2VA-4B directory (HF layout), read directly (docs/training.md)
+    pretrained_hf='./pretrained/Sa2VA-4B',
     trainable_dtype='float32',
     data_preprocessor=dict(type='MaskCaptionCycleDataPreprocessor', dtype='bfloat16',
                            sam2_dtype='float32'))

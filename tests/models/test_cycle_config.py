@@ -18,7 +18,7 @@ def test_4b_recipe_values():
     assert (m.caption_len, m.topk, m.gumbel_tau, m.corrupt_ratio, m.ema_decay) == (
         256, 512, 0.7, 0.25, 0.999)
     assert m.mllm.llm_lora == dict(r=128, lora_alpha=256, lora_dropout=0.05)
-    assert m.num_points == 12544 and m.pretrained_pth.endswith('sa2va_4b_from_hf.pth')
+    assert m.num_points == 12544 and m.pretrained_hf == './pretrained/Sa2VA-4B'
     assert cfg.train_dataloader.batch_size == cfg.train_dataloader.sampler.batch_size == 16
     assert cfg.optim_wrapper.accumulative_counts == 2
     assert cfg.optim_wrapper.optimizer.lr == 4e-5
