@@ -11,13 +11,49 @@ from typing import Any, Dict, Optional, Union
 
 from transformers import AutoConfig, PretrainedConfig
 
-from projects.sa2va.compat import get_attn_implementation, set_attn_implementation
+from projects.sa2va.compat import (get_attn_implementation, package_version,
+                                   set_attn_implementation, version_at_least)
 
-# LLM families built with transformers' own classes (no remote code).
-NATIVE_LLM_TYPES = ('qwen2', 'llama', 'phi3')
+# LLM families built with transformers' own classes (no remote code). qwen3 (InternVL3.5)
+# needs transformers >= 4.51 (``LLM_MIN_TRANSFORMERS``; the legacy stack has 4.48).
+NATIVE_LLM_TYPES = ('qwen2', 'llama', 'phi3', 'qwen3')
+LLM_MIN_TRANSFORMERS = {'qwen3': '4.51'}
 # LLM families whose modelling code is read from the checkpoint directory
 # (``trust_remote_code``): the one documented exception.
 REMOTE_LLM_TYPES = ('internlm2', )
+# InternVL language models refused with the reason (docs/models.md, "InternVL3 / 3.5").
+REFUSED_LLM_TYPES = {
+    'internlm3': ('InternLM3 (InternVL3-9B) has no transformers class and is not supported; '
+                  'use InternVL3-8B (Qwen2.5) or InternVL3.5-8B (Qwen3)'),
+    'qwen3_moe': ('mixture-of-experts LLM (InternVL3.5-30B-A3B / 241B-A28B) is not supported: '
+                  'only dense LLMs are trained here (LoRA targets, memory and the '
+                  'every-parameter-gets-a-gradient rule assume a dense model)'),
+    'gpt_oss': ('GPT-OSS mixture-of-experts LLM (InternVL3.5-20B-A4B) is not supported: only '
+                'dense LLMs are trained here'),
+    'qwen2_moe': 'mixture-of-experts LLM is not supported: only dense LLMs are trained here',
+}
+# ``architectures[0]`` -> model_type, for ``llm_config`` dicts without ``model_type``.
+LLM_ARCHITECTURES = {
+    'Qwen2ForCausalLM': 'qwen2', 'LlamaForCausalLM': 'llama', 'Phi3ForCausalLM': 'phi3',
+    'Qwen3ForCausalLM': 'qwen3', 'InternLM2ForCausalLM': 'internlm2',
+    'InternLM3ForCausalLM': 'internlm3', 'Qwen3MoeForCausalLM': 'qwen3_moe',
+    'GptOssForCausalLM': 'gpt_oss', 'Qwen2MoeForCausalLM': 'qwen2_moe'}
+
+
+def check_llm_type(model_type: str) -> None:
+    """Raise ``ValueError`` naming the reason if ``model_type`` cannot be built here: a refused
+    family (InternLM3, MoE), an unknown one, or qwen3 on a transformers without Qwen3."""
+    if model_type in REFUSED_LLM_TYPES:
+        raise ValueError(f'llm_config model_type {model_type!r}: '
+                         f'{REFUSED_LLM_TYPES[model_type]}')
+    if model_type not in NATIVE_LLM_TYPES + REMOTE_LLM_TYPES:
+        raise ValueError(f'llm_config model_type {model_type!r} is not supported; expected one '
+                         f'of {NATIVE_LLM_TYPES + REMOTE_LLM_TYPES}')
+    need = LLM_MIN_TRANSFORMERS.get(model_type)
+    if need and not version_at_least('transformers', need):
+        have = '.'.join(map(str, package_version('transformers') or ()))
+        raise ValueError(f'llm_config model_type {model_type!r} needs transformers >= {need} '
+                         f'(installed: {have}); use the current environment (.venv-current)')
 
 
 class InternVisionConfig(PretrainedConfig):
@@ -107,7 +143,8 @@ def build_llm_config(llm_config: Union[None, Dict[str, Any], PretrainedConfig]) 
             object (returned as is), or None (a default Qwen2 config).
 
     Returns:
-        ``Qwen2Config`` / ``LlamaConfig`` / ``Phi3Config`` for the native families; for
+        ``Qwen2Config`` / ``Qwen3Config`` / ``LlamaConfig`` / ``Phi3Config`` for the native
+        families; for
         ``internlm2`` a plain ``PretrainedConfig`` holding the fields (its real class lives in
         the checkpoint directory and is loaded with ``trust_remote_code``, see
         ``modeling_internvl_chat.build_language_model``).
@@ -117,13 +154,13 @@ def build_llm_config(llm_config: Union[None, Dict[str, Any], PretrainedConfig]) 
     cfg = copy.deepcopy(llm_config) if llm_config is not None else {'model_type': 'qwen2'}
     if 'model_type' not in cfg:
         arch = (cfg.get('architectures') or [''])[0]
-        guess = {'Qwen2ForCausalLM': 'qwen2', 'LlamaForCausalLM': 'llama',
-                 'Phi3ForCausalLM': 'phi3', 'InternLM2ForCausalLM': 'internlm2'}.get(arch)
+        guess = LLM_ARCHITECTURES.get(arch)
         if guess is None:
             raise ValueError(f'llm_config has neither model_type nor a known architecture: '
                              f'{cfg.get("architectures")}')
         cfg['model_type'] = guess
     model_type = cfg.pop('model_type')
+    check_llm_type(model_type)
     # Official files pin 'flash_attention_2' here; the attention backend is chosen at load
     # time instead (``from_pretrained(attn_implementation=...)``, default SDPA).
     cfg.pop('attn_implementation', None)
@@ -133,8 +170,7 @@ def build_llm_config(llm_config: Union[None, Dict[str, Any], PretrainedConfig]) 
         config = PretrainedConfig(**cfg)
         config.model_type = model_type  # instance attribute, serialised by to_dict
         return config
-    raise ValueError(f'llm_config model_type {model_type!r} is not supported; expected one of '
-                     f'{NATIVE_LLM_TYPES + REMOTE_LLM_TYPES}')
+    raise AssertionError(model_type)  # check_llm_type admitted only the two groups above
 
 
 class InternVLChatConfig(PretrainedConfig):
@@ -142,8 +178,8 @@ class InternVLChatConfig(PretrainedConfig):
 
     Args:
         vision_config (dict | InternVisionConfig): the ViT tower.
-        llm_config (dict | PretrainedConfig): the language model (``model_type`` qwen2 / llama /
-            phi3, or internlm2 with remote code).
+        llm_config (dict | PretrainedConfig): the language model (``model_type`` qwen2 / qwen3 /
+            llama / phi3, or internlm2 with remote code; internlm3 and MoE families raise).
         use_backbone_lora, use_llm_lora (int): stored for compatibility (LoRA is applied by
             ``InternVLChat.wrap_llm_lora``, not at construction).
         select_layer (int): which ViT hidden state feeds the projector (-1: the last).

@@ -5,8 +5,8 @@ State-dict keys: ``vision_model.*`` (InternViT), ``mlp1.{0,1,3}.*`` (projector),
 ``language_model.lm_head.weight`` for Qwen2/Llama/Phi3; ``language_model.model.tok_embeddings``,
 ``language_model.output`` for InternLM2).
 
-The LLM is built from ``config.llm_config`` with transformers' own classes for qwen2 / llama /
-phi3. InternLM2 (InternVL2.5-2B/8B/26B) is the one exception: its modelling code is read from
+The LLM is built from ``config.llm_config`` with transformers' own classes for qwen2 / qwen3
+(InternVL3.5, transformers >= 4.51) / llama / phi3. InternLM2 (InternVL2.5-2B/8B/26B) is the one exception: its modelling code is read from
 the checkpoint directory, which needs ``trust_remote_code=True``.
 """
 import json
@@ -20,7 +20,8 @@ from transformers import (LlamaForCausalLM, Phi3ForCausalLM, PretrainedConfig, P
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from projects.sa2va.compat import TIES_WEIGHTS_PER_SUBMODEL, cache_kwargs
-from .configuration_internvl import InternVLChatConfig, REMOTE_LLM_TYPES
+from .configuration_internvl import InternVLChatConfig, NATIVE_LLM_TYPES, REMOTE_LLM_TYPES, \
+    check_llm_type
 from .modeling_intern_vit import InternVisionModel
 from .projector import build_mlp1, pixel_shuffle, vit_tokens_to_grid
 from .visual_prompt import merge_vision_embeddings
@@ -31,9 +32,22 @@ NATIVE_LLM_CLASSES = {
     'phi3': Phi3ForCausalLM,
 }
 
+
+def native_llm_class(model_type: str) -> type:
+    """transformers' causal-LM class of a native family; ``Qwen3ForCausalLM`` (InternVL3.5) is
+    imported on demand because only transformers >= 4.51 has it (``check_llm_type`` says so
+    first)."""
+    check_llm_type(model_type)
+    if model_type == 'qwen3':
+        from transformers import Qwen3ForCausalLM
+        return Qwen3ForCausalLM
+    return NATIVE_LLM_CLASSES[model_type]
+
+
 # Default LoRA targets per LLM family (every linear of attention and MLP).
 LORA_TARGET_MODULES = {
     'qwen2': ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    'qwen3': ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     'llama': ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     'phi3': ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'],
     'internlm2': ['attention.wqkv', 'attention.wo', 'feed_forward.w1', 'feed_forward.w2',
@@ -47,8 +61,8 @@ def build_language_model(llm_config: PretrainedConfig,
     """Instantiate the causal LM described by ``llm_config`` (weights initialised, not loaded).
 
     Args:
-        llm_config: ``Qwen2Config`` / ``LlamaConfig`` / ``Phi3Config``, or the plain config of an
-            internlm2 model.
+        llm_config: ``Qwen2Config`` / ``Qwen3Config`` / ``LlamaConfig`` / ``Phi3Config``, or the
+            plain config of an internlm2 model.
         checkpoint_dir: directory holding ``modeling_internlm2.py`` (internlm2 only).
         trust_remote_code: must be True to execute the internlm2 code of ``checkpoint_dir``.
 
@@ -56,8 +70,8 @@ def build_language_model(llm_config: PretrainedConfig,
         a transformers ``PreTrainedModel`` with ``get_input_embeddings`` and ``generate``.
     """
     model_type = llm_config.model_type
-    if model_type in NATIVE_LLM_CLASSES:
-        return NATIVE_LLM_CLASSES[model_type](llm_config)
+    if model_type in NATIVE_LLM_TYPES:
+        return native_llm_class(model_type)(llm_config)
     if model_type in REMOTE_LLM_TYPES:
         if not trust_remote_code:
             raise ValueError(f'llm_config model_type {model_type!r} has no transformers class: '
@@ -73,7 +87,8 @@ def build_language_model(llm_config: PretrainedConfig,
             'modeling_internlm2.InternLM2ForCausalLM', str(checkpoint_dir))
         fields = {k: v for k, v in llm_config.to_dict().items() if k != 'model_type'}
         return model_cls(config_cls(**fields))
-    raise ValueError(f'unsupported LLM model_type {model_type!r}')
+    check_llm_type(model_type)  # raises naming the reason (refused or unknown family)
+    raise AssertionError(model_type)
 
 
 class InternVLChat(PreTrainedModel):
@@ -95,8 +110,8 @@ class InternVLChat(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_cache_class = True
-    _no_split_modules = ['InternVisionEncoderLayer', 'Qwen2DecoderLayer', 'LlamaDecoderLayer',
-                         'Phi3DecoderLayer', 'InternLM2DecoderLayer']
+    _no_split_modules = ['InternVisionEncoderLayer', 'Qwen2DecoderLayer', 'Qwen3DecoderLayer',
+                         'LlamaDecoderLayer', 'Phi3DecoderLayer', 'InternLM2DecoderLayer']
 
     def __init__(self,
                  config: InternVLChatConfig,

@@ -1,4 +1,4 @@
-"""A tiny InternVL (tiny 300M-style ViT + tiny Qwen2 LLM) for tests and the demo.
+"""A tiny InternVL (tiny 300M-style ViT + tiny Qwen2 or Qwen3 LLM) for tests and the demo.
 
 It keeps every structural rule of the real models (448 px tiles, patch 14, pixel shuffle 0.5 ->
 256 tokens per tile, ``mlp1`` layout, Qwen2 LLM, ``<IMG_CONTEXT>`` splicing) with small widths,
@@ -24,7 +24,8 @@ def tiny_internvl_config(vocab_size: int,
                          llm_heads: int = 4,
                          llm_kv_heads: int = 2,
                          image_size: int = 448,
-                         tie_word_embeddings: bool = False) -> InternVLChatConfig:
+                         tie_word_embeddings: bool = False,
+                         llm_type: str = 'qwen2') -> InternVLChatConfig:
     """Config of the tiny model.
 
     Args:
@@ -34,6 +35,8 @@ def tiny_internvl_config(vocab_size: int,
         llm_*: Qwen2 width / depth / heads / kv heads (MLP 2x width).
         image_size: tile size (448 gives the real 256 tokens per tile).
         tie_word_embeddings: tie the LLM's lm_head to its input embedding.
+        llm_type: ``'qwen2'`` (InternVL2.5 / InternVL3 family) or ``'qwen3'`` (InternVL3.5:
+            q/k RMSNorm per head, no qkv bias, explicit ``head_dim``; transformers >= 4.51).
 
     Returns:
         ``InternVLChatConfig`` (template ``internvl2_5``, ps_version v2, select_layer -1).
@@ -52,6 +55,11 @@ def tiny_internvl_config(vocab_size: int,
         num_key_value_heads=llm_kv_heads, hidden_act='silu', max_position_embeddings=8192,
         rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=tie_word_embeddings,
         initializer_range=0.02, use_sliding_window=False)
+    if llm_type == 'qwen3':
+        llm_config.update(model_type='qwen3', architectures=['Qwen3ForCausalLM'],
+                          head_dim=llm_hidden_size // llm_heads, attention_bias=False)
+    elif llm_type != 'qwen2':
+        raise ValueError(f"tiny_internvl_config: llm_type {llm_type!r} is not 'qwen2' or 'qwen3'")
     return InternVLChatConfig(
         vision_config=vision_config, llm_config=llm_config, select_layer=-1,
         force_image_size=image_size, downsample_ratio=0.5, template='internvl2_5',
