@@ -32,10 +32,13 @@ EXTRAS_REQUIRE = {
     'deepspeed': ['deepspeed>=0.16.2'],
     'qlora': ['bitsandbytes>=0.45.0'],
     'tensorboard': ['tensorboard>=2.14'],
+    # coco-caption's scorers: METEOR (needs Java) for GCG and region captions
+    'eval': ['pycocoevalcap>=1.2'],
     'dev': [
         'pytest>=8.0',
         'pytest-timeout>=2.3',
         'dashscope>=1.20',   # ships a real Qwen vocabulary (qwen.tiktoken)
+        'pycocoevalcap>=1.2',  # the tests compare METEOR / CIDEr with it
     ],
 }
 
