@@ -170,3 +170,22 @@ def test_a_different_tokenizer_is_refused(tmp_path, tiny_cfg):
     with pytest.raises(ValueError, match='the tokenizer differs from'):
         build(tiny_cfg, pretrained_hf=str(fixture_dir() / 'checkpoint'),
               tokenizer=str(other))
+
+
+def test_the_cycle_model_starts_from_the_release(tiny_tokenizer_dir, gold):
+    """configs/mask_caption_cycle_4b.py starts from ./pretrained/Sa2VA-4B with
+    model.pretrained_hf: the tiny cycle model does so from the fixture (its
+    EMA teacher is taken after the load)."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from projects.sa2va.registry import MODELS
+    from tests.conftest import REPO_ROOT
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs/mask_caption_cycle_tiny.py')).model
+    cfg.tokenizer = str(tiny_tokenizer_dir)
+    cfg.grounding_encoder = dict(type='SAM2', config=gold[0]['tiny_sam2'], checkpoint=None)
+    cfg.pretrained_hf = str(fixture_dir() / 'checkpoint')
+    with DefaultScope.overwrite_default_scope('sa2va'):
+        model = MODELS.build(cfg).eval()
+    assert type(model).__name__ == 'MaskCaptionCycleModel'
+    assert_golden(model, gold)
