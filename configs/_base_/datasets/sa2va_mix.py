@@ -1,5 +1,5 @@
 # The Sa2VA-4B data mix: every family, with Sa2VA v1's repeats
-# (dataset-formats.md 7.5), plus family 6 (the owner's mask <-> caption data
+# (docs/datasets.md), plus family 6 (the owner's mask <-> caption data
 # with ground-truth captions, in Sa2VA's forms: mask_caption.py), as one
 # MixedDataset and its dataloader.
 # Text settings come from the experiment: it sets

@@ -1,7 +1,7 @@
 """Family 4, grounded conversation generation (GCG): RefCOCOg-GCG, GranDf,
 Flickr30k-GCG and OpenPSG-GCG, one class with a format adapter each.
 
-On disk (``dataset-formats.md`` 4)::
+On disk (``docs/datasets.md``)::
 
     glamm_data/annotations/RefCOCOg_GCG_train.json     [{"<id>": {img_file_name, caption, refs}}]
     glamm_data/annotations/GranDf_HA_GCG_train.json    [{file_name, caption, groundings}]

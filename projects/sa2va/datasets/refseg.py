@@ -1,6 +1,6 @@
 """Family 2, referring segmentation on images: RefCOCO, RefCOCO+, RefCOCOg.
 
-On disk (``dataset-formats.md`` 2)::
+On disk (``docs/datasets.md``)::
 
     <data_root>/instances.json      COCO dict: images, annotations (polygons)
     <data_root>/refs(unc).p         pickle: list of ref dicts (refs(umd).p

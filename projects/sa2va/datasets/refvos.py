@@ -1,5 +1,5 @@
 """Family 3, referring segmentation on video: MeViS, ReVOS, Ref-YouTube-VOS
-and the SA-V pseudo-referring data (``dataset-formats.md`` 3, 6.2).
+and the SA-V pseudo-referring data (``docs/datasets.md``).
 
 One dataset item is one **video** (``len`` = number of videos, as Sa2VA).
 The dataset classes only parse the annotation index; a pipeline of

@@ -1,7 +1,7 @@
 """Family 1, visual prompts (mask -> description): Osprey-724K (five files)
 and Describe Anything's referring data.
 
-Osprey on disk (``dataset-formats.md`` 1.1)::
+Osprey on disk (``docs/datasets.md``)::
 
     osprey-724k/Osprey-724K/osprey_{conversation,detail_description,
         short_form,part_level,lvis_positive_negative}.json
@@ -13,7 +13,7 @@ the folders in order (first hit wins). Regions are decoded at ``(height,
 width)``, pooled to the 16 x 16 grid ('nearest') and announced in the first
 question (``AddVisualPromptText``).
 
-Describe Anything on disk (extracted local form, ``dataset-formats.md``
+Describe Anything on disk (extracted local form, ``docs/datasets.md``
 1.2)::
 
     <root>/<SUBSET>/annotations.json     {sample_id: [region, ...] | region}

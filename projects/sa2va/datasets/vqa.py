@@ -1,5 +1,5 @@
 """Family 5, VQA: LLaVA-Instruct (images and text-only records) and
-Chat-UniVi video chat (``dataset-formats.md`` 5).
+Chat-UniVi video chat (``docs/datasets.md``).
 
 Text forms, token for token as Sa2VA v1:
 

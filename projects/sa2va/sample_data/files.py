@@ -6,7 +6,7 @@ and writes bytes that depend only on the content (no timestamps in tar or
 npz members, fixed JPEG quality, sorted nothing that the real files keep in
 order).
 
-Mask encodings (``dataset-formats.md`` 0.2), all produced with pycocotools
+Mask encodings (``docs/datasets.md``), all produced with pycocotools
 except the uncompressed counts, which are the same column-major runs
 pycocotools decodes:
 

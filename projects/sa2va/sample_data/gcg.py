@@ -1,5 +1,5 @@
 """Grounded conversation generation: RefCOCOg-GCG, GranDf, Flickr30k-GCG
-and OpenPSG-GCG, four annotation formats (``dataset-formats.md`` 4).
+and OpenPSG-GCG, four annotation formats (``docs/datasets.md``).
 
 Layout written::
 

@@ -1,6 +1,6 @@
 """Referring segmentation (images): RefCOCO, RefCOCO+, RefCOCOg.
 
-Layout written (``dataset-formats.md`` 2)::
+Layout written (``docs/datasets.md``)::
 
     ref_seg/refcoco/   instances.json  refs(unc).p  coco2014/train2014/COCO_train2014_%012d.jpg
     ref_seg/refcoco+/  instances.json  refs(unc).p  coco2014/train2014/...

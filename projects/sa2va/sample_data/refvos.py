@@ -1,7 +1,7 @@
 """Referring segmentation (video): MeViS, ReVOS, Ref-YouTube-VOS, and the
 SA-V pseudo-referring data with the SA-V release it points into.
 
-Layout written (``dataset-formats.md`` 3, 6.2)::
+Layout written (``docs/datasets.md``)::
 
     video_datas/mevis/train/JPEGImages/<video>/%05d.jpg
     video_datas/mevis/train/meta_expressions.json      {"videos": {v: {vid_id, frames, expressions}}}

@@ -1,6 +1,6 @@
 """Visual-prompt family: Osprey-724K (five files) and Describe Anything.
 
-Layout written (``dataset-formats.md`` 1.1, 1.2)::
+Layout written (``docs/datasets.md``)::
 
     osprey-724k/Osprey-724K/osprey_conversation.json         COCO_train2014_* names
     osprey-724k/Osprey-724K/osprey_detail_description.json   COCO_train2014_* names

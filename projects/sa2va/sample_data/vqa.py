@@ -1,5 +1,5 @@
 """VQA: LLaVA-665K (images, plus text-only records) and Chat-UniVi video
-chat (``dataset-formats.md`` 5).
+chat (``docs/datasets.md``).
 
 Layout written::
 

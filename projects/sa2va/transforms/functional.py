@@ -278,7 +278,7 @@ def _check_rle_size(segmentation: dict, height: int, width: int) -> None:
 def decode_mask(segmentation, height: int, width: int) -> np.ndarray:
     """Decode one COCO-style object mask at the image size.
 
-    Accepted encodings (``dataset-formats.md`` 0.2):
+    Accepted encodings (``docs/datasets.md``):
 
     * polygon list: ``[[x1, y1, x2, y2, ...], ...]``, each polygon at least
       3 points; several polygons are merged (union);

@@ -4,7 +4,7 @@ Sa2VA v1 reads folder videos frame by frame (JPEG per frame), SA-V mp4s with
 OpenCV (``cv2.VideoCapture``, every frame, BGR -> RGB) and Chat-UniVi videos
 with decord. decord is not installed here: every mp4/mkv is decoded with
 OpenCV (:func:`read_video_frames`), which returns the same RGB frames
-(``dataset-formats.md`` 3.5, 5.2).
+(``docs/datasets.md``).
 
 Two frame-sampling rules exist, both in :func:`sample_frame_indices` (the one
 function used in training pipelines and reusable at inference):

@@ -23,7 +23,7 @@ from .common import LENGTH_ESTIMATE, log_skips, rle_area
 class SAVPairReleaseDataset(Sa2VABaseDataset):
     """Frame pairs from the SA-V release, one sample per masklet.
 
-    On disk (``dataset-formats.md`` 6.2): ``<data_root>/**/sav_<id>_manual.json``
+    On disk (``docs/datasets.md``): ``<data_root>/**/sav_<id>_manual.json``
     (and ``_auto.json``) next to ``sav_<id>.mp4``; optionally extracted
     frames ``<data_root>/<frames_folder>/sav_<id>/%05d.jpg`` (every video
     frame). Masklet frame ``t`` is video frame ``4 t``.
