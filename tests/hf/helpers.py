@@ -40,7 +40,9 @@ def write_tiny_config(path: Path, tokenizer_dir, sam2: dict, **model) -> Path:
 
 def build(config_path, **overrides):
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope, MODELS
+    from mmengine.registry import DefaultScope
+
+    from projects.sa2va.registry import MODELS
     cfg = Config.fromfile(str(config_path))
     cfg.model.update(overrides)
     torch.manual_seed(0)
