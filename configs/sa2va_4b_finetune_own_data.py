@@ -11,32 +11,19 @@
 # cosine sized from the run, batch 2 x accumulate 4), starting from the
 # released Sa2VA-4B weights imported into ./pretrained/sa2va_4b.pth (the
 # first command). Drop a task by removing its dataset from `datasets`.
-_base_ = [
-    './_base_/default_runtime.py',
-    './_base_/schedules/sa2va_schedule.py',
-    './_base_/models/sa2va_4b.py',
-    './_base_/datasets/own_data.py',
-]
+_base_ = ['./sa2va_4b.py', './_base_/datasets/own_data.py']
 
 model = dict(pretrained_pth='./pretrained/sa2va_4b.pth')
-
-tokenizer_path = './pretrained/InternVL2_5-4B'
-text_settings = dict(tokenizer=tokenizer_path, template='phi3_chat',
-                     max_length=8192)
 max_epochs = 3
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=4,
-    persistent_workers=True,
-    pin_memory=True,
-    sampler=dict(type='LengthGroupedSampler', per_device_batch_size=2 * 4),
-    collate_fn=dict(type='sa2va.sa2va_collate_fn', pad_index=151643),
-    dataset=dict(
-        type='MixedDataset',
-        datasets=[{{_base_.own_referring}}, {{_base_.own_region_caption}},
-                  {{_base_.own_conversation}}],
-        repeats=[1, 1, 1],
-        pipeline_defaults=dict(EncodeConversation=text_settings)))
+# the 4B dataloader (batch 2, length-grouped over the accumulation window)
+# with the own-data datasets instead of the Sa2VA mix
+train_dataloader = dict(dataset=dict(
+    _delete_=True,
+    type='MixedDataset',
+    datasets=[{{_base_.own_referring}}, {{_base_.own_region_caption}},
+              {{_base_.own_conversation}}],
+    repeats=[1, 1, 1],
+    pipeline_defaults=dict(EncodeConversation={{_base_.text_settings}})))
 default_hooks = dict(checkpoint=dict(interval=500))
