@@ -250,7 +250,9 @@ class Sa2VAModel(BaseModel):
             for name, p in self.grounding_encoder.named_parameters():
                 if name.startswith(SAM2_LOSS_UNREACHABLE):
                     p.requires_grad_(False)
-        d_llm = self.mllm.config.llm_config.hidden_size
+        # InternVLChat: config.llm_config; QwenVLChat: llm_hidden_size
+        d_llm = getattr(self.mllm, 'llm_hidden_size', None) or \
+            self.mllm.config.llm_config.hidden_size
         d_sam = self.grounding_encoder.hidden_dim
         self.text_hidden_fcs = nn.Sequential(
             nn.Linear(d_llm, d_llm), nn.ReLU(inplace=True),
@@ -473,6 +475,7 @@ class Sa2VAModel(BaseModel):
                 masks: Optional[Sequence[Tensor]] = None,
                 grounding_index: Optional[Sequence[int]] = None,
                 ori_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                image_grid_thw: Optional[Tensor] = None,
                 data_samples=None, mode: str = 'loss', **kwargs):
         """Forward of a collated, pre-processed batch.
 
@@ -493,6 +496,10 @@ class Sa2VAModel(BaseModel):
                 rows that contain ``[SEG]``, in order.
             ori_sizes: ``(H, W)`` per grounding sample for 'predict' when no
                 ``masks`` are given.
+            image_grid_thw: ``(n_images, 3) long`` for a Qwen-VL MLLM
+                (``QwenVLChat``: ``pixel_values`` are then its flattened
+                patches, prompt_masks ``(n_obj, gh, gw)`` on each image's
+                merged grid); None for InternVL.
             mode: 'loss' -> dict of losses and counters; 'predict' -> list
                 (one per grounding sample) of dicts with ``pred_masks
                 (n_obj, T, H, W) bool`` at the original size and
@@ -520,7 +527,8 @@ class Sa2VAModel(BaseModel):
                         image_flags=image_flags, labels=labels if mode == 'loss' else None,
                         prompt_masks=prompt_masks or None,
                         vp_overall_mask=vp_overall_mask if prompt_masks else None,
-                        output_hidden_states=True, use_cache=False)
+                        output_hidden_states=True, use_cache=False,
+                        **({} if image_grid_thw is None else {'image_grid_thw': image_grid_thw}))
         hidden = out.hidden_states[-1]
         has_masks = bool(masks) or bool(frames_per_batch)
         if has_masks:

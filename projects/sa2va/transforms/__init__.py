@@ -13,6 +13,7 @@ from .loading import (DynamicTiles, ImagesToTensor, LoadFrames,  # noqa
                       LoadImage, SAM2Input, open_rgb)
 from .masks import DecodeMasks, PoolPromptMasks, decode_object  # noqa
 from .mask_caption import MaskCaptionOutputs  # noqa: F401
+from .qwen_vl import QwenVLImageInput  # noqa: F401
 from .video import (DecodeVideoMasks, LoadVideoFrames,  # noqa: F401
                     SampleVideoFrames, SampleVideoObjects,
                     sample_frame_indices)

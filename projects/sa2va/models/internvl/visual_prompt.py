@@ -38,12 +38,12 @@ def visual_prompt_rows(tile_embeds: torch.Tensor, prompt_masks: torch.Tensor) ->
     return tile_embeds.unsqueeze(0).expand(n_obj, -1, -1)[masks]
 
 
-def _vision_chunks(vit_embeds: torch.Tensor, image_flags: torch.Tensor,
+def _vision_chunks(vit_embeds: Sequence[torch.Tensor], image_flags: torch.Tensor,
                    vp_overall_mask: Optional[torch.Tensor],
                    prompt_masks: Optional[Sequence[torch.Tensor]]) -> List[torch.Tensor]:
     """Ordered blocks of vision rows: one per kept tile, one per prompted tile's objects."""
-    n_tiles = vit_embeds.shape[0]
-    flags = image_flags.reshape(-1).to(vit_embeds.device)
+    n_tiles = len(vit_embeds)
+    flags = image_flags.reshape(-1).to(vit_embeds[0].device)
     if flags.numel() != n_tiles:
         raise ValueError(f'image_flags has {flags.numel()} entries for {n_tiles} tiles')
     keep = flags == 1
@@ -109,13 +109,15 @@ def merge_vision_embeddings(input_embeds: torch.Tensor,
         input_embeds: ``(B, T, D)`` float token embeddings.
         input_ids: ``(B, T)`` long.
         vit_embeds: ``(N_tiles, n_tok, D)`` projected features of every tile in batch order
-            (tiles of sample 0 first), or None when the batch has no images.
+            (tiles of sample 0 first), or None when the batch has no images; or a sequence
+            of ``(n_tok_i, D)`` blocks, one per image, when images have different token
+            counts (Qwen-VL dynamic grids: ``n_tok_i = gh_i * gw_i`` merged tokens).
         image_flags: ``(N_tiles,)`` or ``(N_tiles, 1)`` long; tiles with a value other than 1
             (dummy tiles of text-only samples) are skipped. None means all ones.
         img_context_token_id: id of ``<IMG_CONTEXT>``.
         vp_overall_mask: ``(N_tiles,)`` bool, True for the tile carrying a visual prompt.
         prompt_masks: one ``(n_obj, g, g)`` bool tensor per True entry of ``vp_overall_mask``,
-            in tile order (``g * g == n_tok``).
+            in tile order (``g * g == n_tok``; ``(n_obj, gh_i, gw_i)`` on a dynamic grid).
 
     Returns:
         ``(B, T, D)`` tensor (new, autograd-connected to both inputs), ``input_embeds`` dtype.
@@ -135,7 +137,7 @@ def merge_vision_embeddings(input_embeds: torch.Tensor,
                              f'{ctx_counts}) but no pixel_values')
         return input_embeds
     if image_flags is None:
-        image_flags = torch.ones(vit_embeds.shape[0], dtype=torch.long, device=vit_embeds.device)
+        image_flags = torch.ones(len(vit_embeds), dtype=torch.long, device=vit_embeds[0].device)
     chunks = _vision_chunks(vit_embeds, image_flags, vp_overall_mask, prompt_masks)
     _check_sample_counts([c.shape[0] for c in chunks], ctx_counts)
     if not chunks:

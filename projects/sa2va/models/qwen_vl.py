@@ -1,0 +1,321 @@
+"""Qwen2.5-VL / Qwen3-VL as Sa2VA's MLLM, from transformers' own classes.
+
+``dict(type='QwenVLChat', model_path=... | config=dict(model_type='qwen2_5_vl'
+| 'qwen3_vl', ...))`` builds ``Qwen2_5_VLForConditionalGeneration`` /
+``Qwen3VLForConditionalGeneration`` (transformers >= 4.57 for Qwen3-VL; the
+legacy stack has neither and raises naming the need) behind the interface
+:class:`~projects.sa2va.models.Sa2VAModel` uses for InternVL:
+
+    input_ids (B, L) ── token embeddings; ``<IMG_CONTEXT>`` positions of
+        ``<img>...</img>`` blocks <- the image's merged visual tokens
+        (``visual`` incl. its merger, one block of gh * gw rows per image),
+        ``<vp>`` blocks <- the rows a region's mask selects from its image's
+        block (boolean indexing, ``merge_vision_embeddings``)
+    ── multimodal rotary position ids from the model's own ``get_rope_index``
+        (image-block tokens are the image modality; ``<vp>`` rows are text
+        positions) ── text decoder (Qwen3-VL: deepstack features added at the
+        image-block positions) ── last hidden state (B, L, D), lm_head logits,
+        the causal-LM loss of transformers (``loss_function``).
+
+Image-side inputs: ``pixel_values (n_patches, 3 * 2 * p * p)`` float (the
+processor's flattened patches, :class:`~projects.sa2va.transforms.qwen_vl.
+QwenVLImageInput`), ``image_grid_thw (n_images, 3) long``, ``image_flags
+(n_images,)`` (0: a dummy image, encoded but not spliced), ``vp_overall_mask
+(n_images,) bool``, ``prompt_masks``: ``(n_obj, gh_i, gw_i) bool`` per
+prompted image. Parameter names: ``model.*`` = the transformers model
+(``model.model.visual.*``, ``model.model.language_model.*``,
+``model.lm_head.*``; under ``model.base_model.model.`` while LoRA wraps it).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ..constants import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
+from ..registry import MODELS
+from .internvl.visual_prompt import merge_vision_embeddings
+
+#: model_type -> transformers class name.
+QWEN_VL_CLASSES = {'qwen2_5_vl': 'Qwen2_5_VLForConditionalGeneration',
+                   'qwen3_vl': 'Qwen3VLForConditionalGeneration'}
+#: LoRA targets: the linears of the text decoder only (vision untouched).
+QWEN_VL_LORA_TARGETS = (r'.*language_model\.layers\.\d+\.'
+                        r'(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)')
+
+
+def qwen_vl_class(model_type: str):
+    """The transformers class of a Qwen-VL ``model_type``; raises naming the
+    transformers version when the installed one lacks it."""
+    import transformers
+    if model_type not in QWEN_VL_CLASSES:
+        raise ValueError(f'unknown Qwen-VL model_type {model_type!r}; one of '
+                         f'{sorted(QWEN_VL_CLASSES)}')
+    cls = getattr(transformers, QWEN_VL_CLASSES[model_type], None)
+    if cls is None:
+        raise ImportError(f'{QWEN_VL_CLASSES[model_type]} needs transformers >= 4.57 '
+                          f'(installed {transformers.__version__}): use the current '
+                          f'stack (.venv-current)')
+    return cls
+
+
+def _dtype(value):
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    return getattr(torch, str(value))
+
+
+@MODELS.register_module()
+class QwenVLChat(nn.Module):
+    """A Qwen-VL model with InternVLChat's Sa2VA interface.
+
+    Args:
+        model_path: a Qwen-VL checkpoint directory (official layout).
+        config: instead, a config dict (``model_type`` + the transformers
+            config fields; weights seeded-random), e.g.
+            :func:`tiny_qwen_vl_config`.
+        tokenizer: the Sa2VA tokenizer (its ``<img>``, ``</img>``,
+            ``<IMG_CONTEXT>`` become the model's vision start / image
+            tokens; the embeddings grow once to ``len(tokenizer)``).
+        torch_dtype: weights dtype.
+        freeze_vision: freeze ``visual`` except its merger(s) (the projector,
+            InternVL's ``mlp1``); freeze_mlp1: freeze the merger(s) too;
+            freeze_llm: freeze the text decoder, embeddings and lm_head.
+        gradient_checkpointing: enable it on the transformers model.
+    """
+
+    def __init__(self, model_path: Optional[str] = None, config: Optional[dict] = None,
+                 tokenizer=None, torch_dtype=None, freeze_vision: bool = False,
+                 freeze_llm: bool = False, freeze_mlp1: bool = False,
+                 gradient_checkpointing: bool = False):
+        super().__init__()
+        if (model_path is None) == (config is None):
+            raise ValueError('QwenVLChat needs exactly one of model_path and config')
+        if model_path is not None:
+            from transformers import AutoConfig
+            model_type = AutoConfig.from_pretrained(model_path).model_type
+            self.model = qwen_vl_class(model_type).from_pretrained(
+                model_path, torch_dtype=_dtype(torch_dtype))
+        else:
+            from transformers import AutoConfig
+            config = dict(config)
+            model_type = config.pop('model_type', None)
+            cls = qwen_vl_class(model_type)
+            self.model = cls(AutoConfig.for_model(model_type, **config))
+            if torch_dtype is not None:
+                self.model.to(_dtype(torch_dtype))
+        self.model_type = model_type
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.image_token_id = self.vision_start_id = self.vision_end_id = None
+        if tokenizer is not None:
+            self.prepare_for_tokenizer(tokenizer)
+        self.freeze(vision=freeze_vision, llm=freeze_llm, mlp1=freeze_mlp1)
+
+    # --------------------------------------------------------------- parts
+    @property
+    def hf_model(self):
+        """The transformers ``*ForConditionalGeneration`` (under LoRA: the
+        peft base model, whose layers hold the adapters)."""
+        m = self.model
+        return m.get_base_model() if hasattr(m, 'get_base_model') else m
+
+    @property
+    def language_model(self):
+        """What LoRA wraps: the whole transformers model (targets restricted
+        to the text decoder by ``QWEN_VL_LORA_TARGETS``)."""
+        return self.model
+
+    @property
+    def vision_model(self) -> nn.Module:
+        return self.hf_model.model.visual
+
+    @property
+    def mlp1(self) -> nn.ModuleList:
+        """The projector(s): ``visual.merger`` (+ Qwen3-VL's deepstack mergers)."""
+        visual = self.vision_model
+        mods = [visual.merger] + list(getattr(visual, 'deepstack_merger_list', []))
+        return nn.ModuleList(mods)
+
+    @property
+    def config(self):
+        return self.hf_model.config
+
+    @property
+    def llm_hidden_size(self) -> int:
+        return self.config.text_config.hidden_size
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def get_output_embeddings(self) -> Optional[nn.Module]:
+        return self.model.get_output_embeddings()
+
+    # -------------------------------------------------------- tokens, freeze
+    def prepare_for_tokenizer(self, tokenizer) -> List[int]:
+        """Adopt the Sa2VA tokenizer: its ``<img>`` / ``</img>`` /
+        ``<IMG_CONTEXT>`` ids become ``vision_start_token_id`` / the image
+        block end / ``image_token_id``; the embeddings grow once to
+        ``len(tokenizer)`` (never shrink). Returns the added row ids."""
+        ids = [tokenizer.convert_tokens_to_ids(t)
+               for t in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)]
+        for tok, i in zip((IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN), ids):
+            if i is None or i == tokenizer.unk_token_id:
+                raise ValueError(f'tokenizer has no {tok} token')
+        self.vision_start_id, self.vision_end_id, self.image_token_id = ids
+        self.config.image_token_id = self.image_token_id
+        self.config.vision_start_token_id = self.vision_start_id
+        old = self.get_input_embeddings().num_embeddings
+        new = len(tokenizer)
+        if new <= old:
+            return []
+        self.model.resize_token_embeddings(new)
+        return list(range(old, new))
+
+    def freeze(self, vision: bool = False, llm: bool = False, mlp1: bool = False) -> None:
+        """``requires_grad=False`` on the chosen parts (True = freeze)."""
+        merger_ids = {id(p) for p in self.mlp1.parameters()}
+        for p in self.vision_model.parameters():
+            if (vision and id(p) not in merger_ids) or (mlp1 and id(p) in merger_ids):
+                p.requires_grad_(False)
+        if llm:
+            self.hf_model.model.language_model.requires_grad_(False)
+            self.hf_model.lm_head.requires_grad_(False)
+
+    def wrap_llm_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05,
+                      target_modules: Union[None, str, Sequence[str]] = None,
+                      trainable_token_indices: Optional[Dict[str, List[int]]] = None) -> None:
+        """peft LoRA on the text decoder's linears (``QWEN_VL_LORA_TARGETS``)
+        plus the trainable token rows given (``{'embed_tokens': ids}``); the
+        vision tower's ``requires_grad`` flags are kept as they were."""
+        from peft import LoraConfig, get_peft_model
+        if hasattr(self.model, 'merge_and_unload'):
+            raise ValueError('the model is already LoRA-wrapped')
+        cfg = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                         target_modules=target_modules or QWEN_VL_LORA_TARGETS,
+                         task_type='CAUSAL_LM',
+                         trainable_token_indices=trainable_token_indices or None)
+        # peft freezes every non-adapter weight of what it wraps: the vision
+        # side keeps its own setting (a trainable merger stays trainable).
+        vision = [(p, p.requires_grad) for p in self.vision_model.parameters()]
+        self.model = get_peft_model(self.model, cfg)
+        for p, flag in vision:
+            p.requires_grad_(flag)
+
+    def merge_llm_lora(self) -> None:
+        """Merge the adapters into the weights and drop the peft wrapper."""
+        self.model = self.model.merge_and_unload()
+
+    # -------------------------------------------------------------- forward
+    def _image_block_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``(B, L) bool``: ``<IMG_CONTEXT>`` inside ``<img> ... </img>``
+        (not those of ``<vp>`` blocks)."""
+        inside = (input_ids == self.vision_start_id).long().cumsum(1) \
+            > (input_ids == self.vision_end_id).long().cumsum(1)
+        return inside & (input_ids == self.image_token_id)
+
+    def build_inputs(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None,
+                     image_flags=None, vp_overall_mask=None, prompt_masks=None,
+                     attention_mask=None) -> dict:
+        """Spliced embeddings and position ids.
+
+        Returns:
+            dict with ``inputs_embeds (B, L, D)``, ``position_ids (3, B, L)``
+            (1-D positions repeated when the batch has no image), and for
+            Qwen3-VL ``visual_pos_masks (B, L) bool`` /
+            ``deepstack_visual_embeds`` (per deepstack layer ``(n_img_tok,
+            D)``) when there are images.
+        """
+        if self.image_token_id is None:
+            raise ValueError('call prepare_for_tokenizer() (or give tokenizer=) first')
+        hf = self.hf_model
+        embeds = self.get_input_embeddings()(input_ids)
+        out: dict = {}
+        block = self._image_block_mask(input_ids)
+        if pixel_values is None:
+            embeds = merge_vision_embeddings(embeds, input_ids, None, None, self.image_token_id)
+            kept_grid = None
+        else:
+            if image_grid_thw is None:
+                raise ValueError('pixel_values without image_grid_thw')
+            vis = hf.model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+            blocks = list(vis.pooler_output)
+            if image_flags is None:
+                image_flags = torch.ones(len(blocks), dtype=torch.long)
+            embeds = merge_vision_embeddings(embeds, input_ids, blocks, image_flags,
+                                             self.image_token_id, vp_overall_mask, prompt_masks)
+            keep = image_flags.reshape(-1).cpu() == 1
+            kept_grid = image_grid_thw[keep.to(image_grid_thw.device)]
+            n_block = [int(b.shape[0]) for b, k in zip(blocks, keep.tolist()) if k]
+            if int(block.sum()) != sum(n_block):
+                raise ValueError(f'{int(block.sum())} <IMG_CONTEXT> positions inside <img> '
+                                 f'blocks but the kept images have {sum(n_block)} tokens')
+            deep = getattr(vis, 'deepstack_features', None)
+            if deep:
+                kept = keep.nonzero().flatten().tolist()
+                out['visual_pos_masks'] = block
+                out['deepstack_visual_embeds'] = [
+                    torch.cat([layer[i] for i in kept]).to(embeds.dtype) for layer in deep]
+        out['inputs_embeds'] = embeds
+        if kept_grid is not None and kept_grid.shape[0]:
+            out['position_ids'], _ = hf.model.get_rope_index(
+                input_ids, mm_token_type_ids=block.int(), image_grid_thw=kept_grid,
+                attention_mask=attention_mask)
+        else:
+            n = attention_mask.long().cumsum(1) - 1 if attention_mask is not None else \
+                torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
+            out['position_ids'] = n.clamp(min=0)[None].expand(3, -1, -1)
+        return out
+
+    def forward(self, input_ids: torch.Tensor, pixel_values=None, attention_mask=None,
+                position_ids=None, image_flags=None, labels=None, prompt_masks=None,
+                vp_overall_mask=None, image_grid_thw=None, output_hidden_states=None,
+                use_cache=None, **kwargs) -> CausalLMOutputWithPast:
+        """Training / scoring forward.
+
+        ``position_ids`` from the collate (1-D) are replaced by the
+        multimodal ones (:meth:`build_inputs`). Returns ``loss`` (scalar,
+        with labels: transformers' causal-LM loss), ``logits (B, L, V)``,
+        ``hidden_states = (last hidden state (B, L, D),)``.
+        """
+        if kwargs:
+            raise TypeError(f'QwenVLChat.forward got unexpected keys {sorted(kwargs)}')
+        if attention_mask is not None:
+            attention_mask = attention_mask.long()
+        inputs = self.build_inputs(input_ids, pixel_values, image_grid_thw, image_flags,
+                                   vp_overall_mask, prompt_masks, attention_mask)
+        hf = self.hf_model
+        text = hf.model.language_model(attention_mask=attention_mask, use_cache=False,
+                                       **inputs)
+        hidden = text.last_hidden_state
+        logits = hf.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = hf.loss_function(logits=logits, labels=labels,
+                                    vocab_size=logits.shape[-1])
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=(hidden,))
+
+
+def tiny_qwen_vl_config(model_type: str, vocab_size: int, hidden_size: int = 64) -> dict:
+    """A tiny config dict for ``QwenVLChat(config=...)`` (tests, demo):
+    2 text layers of width ``hidden_size`` (4 heads, head dim 16, mrope
+    sections 2/3/3), a 2-block vision tower of width 32 with the backbone's
+    patch size (14 / 16), 2 x 2 merge and frame pairs."""
+    text = dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=hidden_size // 4, tie_word_embeddings=False,
+                rope_parameters=dict(rope_type='default', rope_theta=10000.0,
+                                     mrope_section=[2, 3, 3]))
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                  out_hidden_size=hidden_size, spatial_merge_size=2, temporal_patch_size=2)
+    if model_type == 'qwen2_5_vl':
+        vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[1])
+    elif model_type == 'qwen3_vl':
+        text['rope_parameters']['mrope_interleaved'] = True
+        vision.update(patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0])
+    else:
+        raise ValueError(f'unknown Qwen-VL model_type {model_type!r}')
+    return dict(model_type=model_type, text_config=text, vision_config=vision,
+                tie_word_embeddings=False)
