@@ -57,5 +57,8 @@ def test_seg_phrases_from_answers_and_conversations():
             '<|assistant|>\nIt is [SEG].<|end|>')
     assert seg_phrases(conv, 3) == ['Can you segment the cat?',
                                     'And the dog?', 'object 2']
+    # an answer that is only '[SEG].' (it gave 'object k' before)
+    bare = conv.replace('It is [SEG]', '[SEG]')
+    assert seg_phrases(bare, 2) == ['Can you segment the cat?', 'And the dog?']
     assert seg_phrases('A <p> red car </p> [SEG] by <p>a dog</p> [SEG].',
                        2) == ['red car', 'a dog']

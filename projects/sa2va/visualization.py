@@ -105,17 +105,19 @@ def mask_iou(a, b) -> float:
 
 def seg_phrases(answer: str, n: int, words: int = 6) -> list[str]:
     """A label per ``[SEG]`` of an answer or a decoded conversation: the
-    ``<p> phrase </p>`` before it (GCG), else the question of its turn
-    (the line before the answer, chat-template markers removed), else its
-    last ``words`` words; ``object k`` past the end."""
+    ``<p> phrase </p>`` before it (GCG), else the question of its turn (the
+    last line before the chat template's assistant marker), else its last
+    ``words`` words; ``object k`` past the end."""
     parts = answer.split('[SEG]')[:-1]
     out = []
     for part in parts:
-        part = re.sub(r'<\|[^|]*\|>|<img>.*?</img>', '\n', part, flags=re.S)
+        part = re.sub(r'<img>.*?</img>', '\n', part, flags=re.S)
         m = re.findall(r'<p>(.*?)</p>', part)
-        lines = [ln.strip() for ln in part.split('\n') if ln.strip()
-                 and ln.strip() not in ('user', 'assistant', 'system')]
-        text = m[-1] if m else lines[-2] if len(lines) >= 2 else \
+        pieces = re.split(r'<\|[^|]*\|>', part)[:-1]   # before the answer
+        lines = [ln.strip() for piece in pieces for ln in piece.split('\n')
+                 if ln.strip().strip('.') and ln.strip() not in
+                 ('user', 'assistant', 'system')]
+        text = m[-1] if m else lines[-1] if lines else \
             ' '.join(part.split()[-words:])
         out.append(text.strip(' ,.:;') or f'object {len(out)}')
     return (out + [f'object {k}' for k in range(len(out), n)])[:n]
@@ -164,9 +166,14 @@ def save_object_panels(image, masks, path, labels: Sequence[str] | None
     for k in range(n):
         img = overlay_masks(big, masks[k:k + 1], [colors[k]])
         if reference is not None and k < len(reference):
+            # white inside a black rim: visible on light and dark objects
+            w = max(2, round(max(big.shape[:2]) / 200))
+            img = overlay_masks(img, reference[k:k + 1], [(0, 0, 0)],
+                                fill=0.0, width=w + 2)
             img = overlay_masks(img, reference[k:k + 1], [(255, 255, 255)],
-                                fill=0.0)
-        text = labels[k] + (f'  (IoU {ious[k]:.2f})' if ious else '')
+                                fill=0.0, width=w)
+        label = labels[k] if len(labels[k]) <= 90 else labels[k][:87] + '...'
+        text = label + (f'  (IoU {ious[k]:.2f})' if ious else '')
         panels.append((img, text))
     cols = min(len(panels), 4)
     rows = -(-len(panels) // cols)
@@ -179,7 +186,7 @@ def save_object_panels(image, masks, path, labels: Sequence[str] | None
     for ax, (img, text), k in zip(axes.flat, panels, range(-1, n)):
         ax.imshow(img)
         color = 'black' if k < 0 else np.array(colors[k]) / 255
-        ax.set_title('\n'.join(textwrap.wrap(text, 40)), fontsize=9,
+        ax.set_title('\n'.join(textwrap.wrap(text, 50)), fontsize=8,
                      color=color)
     if reference is not None:
         fig.text(0.01, 0.01, 'colour: prediction, white: ground truth',
