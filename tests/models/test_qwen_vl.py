@@ -172,36 +172,27 @@ class Batch:
             mc_segment=([mc_plain], self.block(mc_plain) + w[::-1], w[:1] + [s], 1, 1))
 
     def collate(self, samples):
-        rows, labels, pixels, grids, vp, prompts = [], [], [], [], [], []
-        g_pix, frames, masks = [], [], []
+        """Per-sample dicts as the pipelines leave them, through the real
+        collate (``sa2va_qwen_vl_collate_fn``)."""
+        from projects.sa2va.datasets import sa2va_qwen_vl_collate_fn
+        out = []
         for i, (images, q, ans, t, n_obj) in enumerate(samples.values()):
-            rows.append(q + ans)
-            labels.append([IGNORE_INDEX] * len(q) + ans)
-            for im in images:
-                pixels.append(im['pixel_values'])
-                grids.append(im['image_grid_thw'])
-                vp.append('prompt_masks' in im)
-                if 'prompt_masks' in im:
-                    prompts.append(im['prompt_masks'])
+            s = dict(input_ids=torch.tensor(q + ans),
+                     labels=torch.tensor([IGNORE_INDEX] * len(q) + ans))
+            if images:
+                s['pixel_values'] = torch.cat([im['pixel_values'] for im in images])
+                s['image_grid_thw'] = torch.cat([im['image_grid_thw'] for im in images])
+            prompted = [im for im in images if 'prompt_masks' in im]
+            if prompted:
+                s['prompt_masks'] = prompted[0]['prompt_masks']
+                s['vp_overall_mask'] = prompted[0]['vp_overall_mask']
             if t:
                 g = torch.Generator().manual_seed(i)
-                g_pix += list(torch.randint(0, 256, (t, 3, SAM2_SIZE, SAM2_SIZE),
-                                            generator=g, dtype=torch.uint8))
-                frames.append(t)
-                masks.append((torch.rand(n_obj * t, 40, 50, generator=g) > 0.5).to(torch.uint8))
-        length = max(map(len, rows))
-        ids = torch.zeros(len(rows), length, dtype=torch.long)
-        lab = torch.full((len(rows), length), IGNORE_INDEX)
-        att = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, (r, l) in enumerate(zip(rows, labels)):
-            ids[i, :len(r)], lab[i, :len(l)], att[i, :len(r)] = torch.tensor(r), \
-                torch.tensor(l), True
-        return dict(input_ids=ids, labels=lab, attention_mask=att,
-                    position_ids=torch.arange(length)[None].expand(len(rows), -1) * att,
-                    pixel_values=torch.cat(pixels), image_grid_thw=torch.cat(grids),
-                    image_flags=torch.ones(len(pixels), dtype=torch.long),
-                    vp_overall_mask=torch.tensor(vp), prompt_masks=prompts,
-                    g_pixel_values=g_pix, frames_per_batch=frames, masks=masks)
+                s['g_pixel_values'] = torch.randint(0, 256, (t, 3, SAM2_SIZE, SAM2_SIZE),
+                                                    generator=g, dtype=torch.uint8)
+                s['masks'] = (torch.rand(n_obj * t, 40, 50, generator=g) > 0.5).to(torch.uint8)
+            out.append(s)
+        return sa2va_qwen_vl_collate_fn(out)
 
 
 def _expected_trainable(name):
@@ -293,3 +284,31 @@ def test_token_count_mismatch_raises(tok_dir):
     ids = torch.tensor([maker.block(out)[:-2] + [maker.img_end]])
     with pytest.raises(ValueError, match='IMG_CONTEXT'):
         model.mllm.build_inputs(ids, out['pixel_values'], out['image_grid_thw'])
+
+
+def test_visual_prompt_pipeline_to_the_model(tok_dir):
+    """QwenVLImageInput -> AddVisualPromptText -> EncodeConversation ->
+    PackInputs -> sa2va_qwen_vl_collate_fn -> the model's splice: the image
+    block has the merged-grid count, each <vp> block its region's cells."""
+    from projects.sa2va.datasets import sa2va_qwen_vl_collate_fn
+    from projects.sa2va.transforms import AddVisualPromptText, EncodeConversation, PackInputs
+    region = torch.zeros(2, 90, 130, dtype=torch.uint8)
+    region[0, :50, :70] = 1
+    region[1, 70:, 110:] = 1
+    results = dict(img=_picture(90, 130, 9), prompt_regions=region,
+                   conversation=[dict(input='<image>\nWhat is in region1?', output='a ball')])
+    step = QwenVLImageInput('qwen2_5_vl', max_pixels=112 * 112)
+    for t in (step, AddVisualPromptText(), EncodeConversation(str(tok_dir)), PackInputs()):
+        results = t(results)
+    grid = results['image_grid_thw'][0].tolist()
+    assert grid == [1, 6, 10]  # 90 x 130 -> 84 x 140 px, 14 px patches
+    counts = results['prompt_masks'].flatten(1).sum(1).tolist()
+    assert results['prompt_masks'].shape == (2, 3, 5) and all(counts)
+    batch = sa2va_qwen_vl_collate_fn([results, dict(results)])
+    ids = batch['input_ids']
+    from projects.sa2va.tokenization import load_tokenizer
+    ctx = load_tokenizer(str(tok_dir)).convert_tokens_to_ids('<IMG_CONTEXT>')
+    assert (ids == ctx).sum(1).tolist() == [15 + sum(counts)] * 2
+    assert batch['pixel_values'].shape == (2 * 60, 3 * 2 * 14 * 14)
+    assert batch['vp_overall_mask'].tolist() == [True, True]
+    assert len(batch['prompt_masks']) == 2

@@ -2,6 +2,7 @@
 from .base import (Sa2VABaseDataset, build_pipeline,  # noqa: F401
                    estimate_text_tokens, estimate_tiles)
 from .collate import sa2va_collate_fn  # noqa: F401
+from .collate_qwen_vl import sa2va_qwen_vl_collate_fn  # noqa: F401
 from .samplers import (LengthGroupedSampler, get_modality_lengths,  # noqa
                        length_grouped_indices)
 from .vqa import LLaVADataset  # noqa: F401

@@ -70,7 +70,8 @@ class EncodeConversation(BaseTransform):
     ``<image>`` in the conversation is replaced by the sample's image block:
     ``<img>`` + 256 x ``num_tiles`` ``<IMG_CONTEXT>`` + ``</img>`` for an
     image, one such block per frame joined by ``\\n`` for a video
-    (``num_frames`` in the results). Whole trailing turns that do not fit
+    (``num_frames`` in the results); ``num_image_tokens`` (a Qwen-VL image
+    from ``QwenVLImageInput``) gives one block of that many. Whole trailing turns that do not fit
     ``max_length`` are dropped (counted as ``turns_dropped``); a sample whose
     first turn does not fit is rejected (``too_long``).
 
@@ -109,6 +110,8 @@ class EncodeConversation(BaseTransform):
         return self._encoder
 
     def image_text(self, results: dict) -> str:
+        if 'num_image_tokens' in results:  # one Qwen-VL image (QwenVLImageInput)
+            return image_block(1, results['num_image_tokens'])
         if 'num_frames' in results:
             return video_block(results['num_frames'], self.tokens_per_tile)
         if 'num_tiles' in results:
@@ -155,7 +158,7 @@ class PackInputs(BaseTransform):
 
     DEFAULT_KEYS = ('input_ids', 'labels', 'pixel_values', 'g_pixel_values',
                     'masks', 'prompt_masks', 'vp_overall_mask',
-                    'option_a_image', 'option_a_mask')
+                    'option_a_image', 'option_a_mask', 'image_grid_thw')
 
     def __init__(self, keys=DEFAULT_KEYS,
                  meta_keys=('img_path', 'sample_idx', 'ori_shape',
