@@ -75,3 +75,45 @@ def fixed_outputs(model, g, gold) -> dict:
                               pad_token_id=g['eos_token_id'])
     return dict(logits=out.logits[0, gold['logits_positions']], seg_hidden=hidden,
                 seg_prompts=prompts, low_res_masks=masks, gen_ids=gen[0])
+
+
+INTERNVL_CONFIG_KEYS = ('vision_config', 'llm_config', 'downsample_ratio', 'ps_version',
+                        'select_layer', 'template', 'force_image_size', 'dynamic_image_size',
+                        'use_thumbnail', 'min_dynamic_patch', 'max_dynamic_patch')
+
+
+def check_released_manifest(released: dict, internvl: dict, recipe: Path, tokenizer_dir,
+                            **model_overrides) -> None:
+    """Every key of a released Sa2VA manifest maps (``HF_LAYOUTS['sa2va_chat']``) to exactly
+    one key of the ``recipe`` config's training model, built weightless on the meta device from
+    the ``internvl`` manifest's config with the released vocabulary, with the same shape, and
+    back; tensor and parameter counts as the manifest says."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, MODELS
+
+    from projects.sa2va.evaluation.export import merged_key
+    from projects.sa2va.hf import HF_LAYOUTS
+    from projects.sa2va.hf.convert import is_adapter_key
+    config = {k: internvl[k] for k in INTERNVL_CONFIG_KEYS}
+    config['llm_config'] = dict(config['llm_config'], vocab_size=released['vocab_size'])
+    model_cfg = dict(Config.fromfile(str(recipe)).model.to_dict(),
+                     tokenizer=str(tokenizer_dir), pretrained_pth=None, **model_overrides)
+    model_cfg['mllm'] = dict(model_cfg['mllm'], config=config, torch_dtype=None,
+                             gradient_checkpointing=False)
+    del model_cfg['mllm']['model_path']
+    model_cfg['grounding_encoder'] = dict(model_cfg['grounding_encoder'], checkpoint=None)
+    with torch.device('meta'), DefaultScope.overwrite_default_scope('sa2va'):
+        model = MODELS.build(model_cfg)
+    own = {merged_key(k): tuple(v.shape) for k, v in
+           model.state_dict(trainable_only=False).items() if not is_adapter_key(k)}
+    layout = HF_LAYOUTS['sa2va_chat']
+    mapped = {}
+    for key, shape in released['params'].items():
+        project = layout.to_project(key)
+        assert layout.to_official(project) == key
+        assert project not in mapped, (key, mapped.get(project))
+        mapped[project] = key
+        assert own.get(project) == tuple(shape), (key, project)
+    assert set(mapped) == set(own)
+    assert len(own) == released['num_tensors']
+    assert sum(int(torch.Size(s).numel()) for s in own.values()) == released['total_params']

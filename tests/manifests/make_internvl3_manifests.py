@@ -16,6 +16,14 @@ How each manifest is derived (independent of this project's ``InternVLChat``):
 * ``language_model.*``: transformers' own ``Qwen2ForCausalLM`` / ``Qwen3ForCausalLM`` built on
   the meta device from ``llm_config`` (needs transformers >= 4.51 for Qwen3).
 
+``sa2va_hf/Sa2VA-InternVL3-8B.json`` (the released ByteDance/Sa2VA-InternVL3-8B, issue 13's
+key layout): ``vision_model.*`` / ``mlp1.*`` as above, ``language_model.*`` from the
+InternVL3-8B LLM with vocab_size + 5 (``[SEG]``, ``<p>``, ``</p>``, ``<vp>``, ``</vp>``),
+``grounding_encoder.sam2_model.*`` copied from the shared Sa2VA-4B manifest (the same SAM2
+Hiera-L, ``gamma`` stored as ``g_weight``) and ``text_hidden_fcs`` Linear(D, D) + Linear(D, 256).
+Template ``qwen_chat``: the newest Sa2VA ``tools/convert_to_hf.py`` writes the training
+config's template (``sa2va_in30_*.py``: qwen_chat) into ``config.json``.
+
 Run with the current environment from the repository root::
 
     .venv-current/bin/python tests/manifests/make_internvl3_manifests.py
@@ -28,8 +36,10 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-SHARED_VIT = Path(os.environ.get('SA2VA_SHARED_DIR', HERE.parents[2] / 'shared'),
-                  'fixtures', 'internvl', 'manifests', 'InternVL2_5-4B.json')
+SHARED = Path(os.environ.get('SA2VA_SHARED_DIR', HERE.parents[2] / 'shared'), 'fixtures')
+SHARED_VIT = SHARED / 'internvl' / 'manifests' / 'InternVL2_5-4B.json'
+SHARED_SA2VA = SHARED / 'sa2va_hf' / 'manifests' / 'Sa2VA-4B.json'
+SA2VA_TOKENS = ['[SEG]', '<p>', '</p>', '<vp>', '</vp>']
 
 COMMON = dict(downsample_ratio=0.5, ps_version='v2', select_layer=-1, template='internvl2_5',
               force_image_size=448, dynamic_image_size=True, use_thumbnail=True,
@@ -91,10 +101,7 @@ def main():
         params.update({'mlp1.0.weight': [c], 'mlp1.0.bias': [c], 'mlp1.1.weight': [d, c],
                        'mlp1.1.bias': [d], 'mlp1.3.weight': [d, d], 'mlp1.3.bias': [d]})
         params.update(llm_shapes(spec['llm_config']))
-        counts = {}
-        for key, shape in params.items():
-            part = key.split('.', 1)[0]
-            counts[part] = counts.get(part, 0) + int(torch.Size(shape).numel())
+        counts = _counts(params)
         manifest = dict(model=name, hf_repo=f'OpenGVLab/{name}',
                         vision_tower='InternViT-300M-448px-V2_5', language_model=spec['llm'],
                         vision_config=vit['vision_config'], llm_config=spec['llm_config'],
@@ -106,6 +113,42 @@ def main():
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(manifest, indent=1) + '\n')
         print(out, len(params), manifest['total_params'], file=sys.stderr)
+    sa2va_manifest('InternVL3-8B', 'Sa2VA-InternVL3-8B')
+
+
+def _counts(params):
+    counts = {}
+    for key, shape in params.items():
+        part = key.split('.', 1)[0]
+        counts[part] = counts.get(part, 0) + int(torch.Size(shape).numel())
+    return counts
+
+
+def sa2va_manifest(base_name, name):
+    internvl = json.loads((HERE / 'internvl3' / f'{base_name}.json').read_text())
+    sam2 = json.loads(SHARED_SA2VA.read_text())['params']
+    vocab = internvl['llm_config']['vocab_size'] + len(SA2VA_TOKENS)
+    d = internvl['llm_config']['hidden_size']
+    params = {k: v for k, v in internvl['params'].items() if not k.startswith('language_')}
+    params.update(llm_shapes(dict(internvl['llm_config'], vocab_size=vocab)))
+    params.update({k: v for k, v in sam2.items() if k.startswith('grounding_encoder.')})
+    params.update({'text_hidden_fcs.0.weight': [d, d], 'text_hidden_fcs.0.bias': [d],
+                   'text_hidden_fcs.2.weight': [256, d], 'text_hidden_fcs.2.bias': [256]})
+    counts = _counts(params)
+    manifest = dict(
+        model=name, hf_repo=f'ByteDance/{name}', base_internvl=base_name, template='qwen_chat',
+        llm_architecture=internvl['llm_config']['architectures'][0], vocab_size=vocab,
+        added_tokens=SA2VA_TOKENS,
+        added_token_ids={t: internvl['llm_config']['vocab_size'] + i
+                         for i, t in enumerate(SA2VA_TOKENS)},
+        tie_word_embeddings=False, sam2='sam2_hiera_l', num_tensors=len(params),
+        param_counts=counts, total_params=sum(counts.values()),
+        derived='not read from the released files: see make_internvl3_manifests.py',
+        params=params)
+    out = HERE / 'sa2va_hf' / f'{name}.json'
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(manifest, indent=1) + '\n')
+    print(out, len(params), manifest['total_params'], file=sys.stderr)
 
 
 if __name__ == '__main__':

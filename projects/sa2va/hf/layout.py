@@ -107,7 +107,8 @@ HF_LAYOUTS: Dict[str, HFLayout] = {
 
 #: LLM classes the official code builds from ``llm_config.architectures[0]``.
 OFFICIAL_LLM_ARCHITECTURES = ('Qwen2ForCausalLM', 'InternLM2ForCausalLM',
-                              'LlamaForCausalLM', 'Phi3ForCausalLM')
+                              'LlamaForCausalLM', 'Phi3ForCausalLM',
+                              'Qwen3ForCausalLM')  # Qwen3: newest official code
 
 #: Template names of the released models (official ``templates.py``, the
 #: xtuner names): Sa2VA-1B ``qwen_chat``, -4B ``phi3_chat``, -8B/26B
