@@ -9,7 +9,8 @@
 # - LLM frozen + LoRA r 128 / alpha 256 / dropout 0.05 with
 #   modules_to_save=["embed_tokens", "lm_head"] = train_embeddings='all'
 #   (inherited); ViT frozen; mlp1, text_hidden_fcs and the SAM2 mask decoder
-#   trained; 5 objects per grounding sample (check_obj_number, fix_objects=5).
+#   trained; 5 objects per grounding sample (check_obj_number, fix_objects=5);
+# - a checkpoint every 2000 iterations, 2 kept; pad id 151643 (inherited).
 # Not taken over: its data list (this project's Sa2VA mix is used, see
 # configs/_base_/datasets/sa2va_mix.py). The official config.json of
 # InternVL3 says template 'internvl2_5' (= qwen_chat here, TEMPLATE_ALIASES).
@@ -24,6 +25,8 @@ model = dict(mllm=dict(model_path=sa2va_internvl_path,
 
 accumulative_counts = 8
 optim_wrapper = dict(accumulative_counts=accumulative_counts)
+# save_steps = 2000, save_total_limit = 2
+default_hooks = dict(checkpoint=dict(interval=2000, max_keep_ckpts=2))
 
 tokenizer_path = sa2va_internvl_path
 text_settings = dict(tokenizer=tokenizer_path, template='qwen_chat',
