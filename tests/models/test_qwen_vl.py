@@ -93,17 +93,14 @@ def test_prompt_pooling_on_a_rectangular_grid_by_hand():
 
 # ------------------------------------------------------------ the model
 def _build(model_type, tok_dir):
+    """The tiny Sa2VA model of ``configs/_base_/models/sa2va_<model_type>_tiny.py``
+    through the registry (``default_scope='sa2va'``); weights seeded."""
+    from pathlib import Path
     from mmengine.config import Config
     from mmengine.registry import DefaultScope, MODELS
-    from pathlib import Path
-    from projects.sa2va.models.qwen_vl import tiny_qwen_vl_config
     cfg = Config.fromfile(str(Path(__file__).resolve().parents[2]
-                              / 'configs/_base_/models/sa2va_tiny.py'))
+                              / f'configs/_base_/models/sa2va_{model_type}_tiny.py'))
     cfg.model.tokenizer = str(tok_dir)
-    cfg.model.mllm = dict(type='QwenVLChat', config=tiny_qwen_vl_config(model_type, 1024),
-                          torch_dtype='float32', freeze_vision=True, freeze_llm=True,
-                          freeze_mlp1=False, llm_lora=dict(r=8, lora_alpha=16,
-                                                           lora_dropout=0.05))
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('sa2va'):
         return MODELS.build(cfg.model).train()
