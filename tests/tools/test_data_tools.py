@@ -45,7 +45,9 @@ def test_check_data_ok_and_failing(smoke, tmp_path, capsys):
     # an annotation file that cannot be parsed fails the check too
     (bad / 'llava.json').write_text('{"not": "a list"}')
     assert check_data.main([CONFIG, *_opts(bad)]) == 1
-    assert 'cannot build the training dataset' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'CANNOT BUILD' in out and 'cannot build: ValueError' in out
+    assert 'llava.json' in out
 
 
 def test_browse_dataset_writes_pngs(smoke, tmp_path):
