@@ -19,6 +19,9 @@ KNOWN = {
         f'InternVL2.5-{s}', f'{HF}OpenGVLab/InternVL2_5-{s}',
         f'huggingface-cli download OpenGVLab/InternVL2_5-{s} --local-dir '
         f'{{path}}') for s in ('1B', '4B', '8B')},
+    **{name: (name.replace('_', '.'), f'{HF}OpenGVLab/{name}',
+              f'huggingface-cli download OpenGVLab/{name} --local-dir {{path}}')
+       for name in ('InternVL3-2B', 'InternVL3-8B', 'InternVL3_5-4B', 'InternVL3_5-8B')},
     **{f'Sa2VA-{s}': (
         f'the released Sa2VA-{s}', f'{HF}ByteDance/Sa2VA-{s}',
         f'huggingface-cli download ByteDance/Sa2VA-{s} --local-dir {{path}}')

@@ -41,3 +41,13 @@ def test_internvl3_recipe_values(name, path, lora_r, accumulate):
     assert cfg.default_hooks.checkpoint.max_keep_ckpts == 2
     assert mix.datasets == ref.train_dataloader.dataset.datasets
     assert not mix.get('dataset_pipeline_overrides')  # no v1 phi3 RefCOCO instruction
+
+
+@pytest.mark.parametrize('name', ['sa2va_internvl3_2b', 'sa2va_internvl3_8b',
+                                  'sa2va_internvl3_5_4b', 'sa2va_internvl3_5_8b'])
+def test_missing_checkpoint_names_its_download(name):
+    from projects.sa2va.downloads import missing_message
+    path = Config.fromfile(str(REPO / 'configs' / f'{name}.py')).model.mllm.model_path
+    hub = path.rsplit('/', 1)[1]
+    assert f'huggingface-cli download OpenGVLab/{hub} --local-dir {path}' in \
+        missing_message(path)
