@@ -73,3 +73,26 @@ def test_internvl3_5_config_parses_like_the_official_file():
     again = InternVLChatConfig(**config.to_dict())
     assert again.llm_config.to_dict() == llm.to_dict()
     assert again.to_dict()['llm_config']['model_type'] == 'qwen3'
+
+
+@needs_qwen3
+def test_qwen3_checkpoint_directory_round_trip_is_strict(tmp_path):
+    """A tiny InternVL3.5-style directory (Qwen3 LLM) written in the official layout loads back
+    with identical logits; a missing q_norm key (Qwen3-only) is named, not silently re-initialised."""
+    from safetensors.torch import load_file, save_file
+
+    from projects.sa2va.models.internvl.modeling_internvl_chat import InternVLChat
+    from projects.sa2va.models.internvl.tiny import build_tiny_internvl, save_tiny_internvl
+    path = save_tiny_internvl(tmp_path / 'tiny35', llm_type='qwen3')
+    model, _ = build_tiny_internvl(llm_type='qwen3')
+    back = InternVLChat.from_pretrained(str(path))
+    assert back.config.llm_config.model_type == 'qwen3'
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, back(input_ids=ids).logits)
+    weights = load_file(str(path / 'model.safetensors'))
+    key = 'language_model.model.layers.0.self_attn.q_norm.weight'
+    del weights[key]
+    save_file(weights, str(path / 'model.safetensors'), metadata={'format': 'pt'})
+    with pytest.raises(ValueError, match=key.replace('.', r'\.')):
+        InternVLChat.from_pretrained(str(path))
