@@ -78,6 +78,8 @@ def run_schedule(cfg, tmp_path, n_items, train_cfg):
         optim_wrapper=optim, param_scheduler=cfg.param_scheduler,
         train_cfg=train_cfg, default_hooks=hooks, custom_hooks=[record],
         default_scope='sa2va', env_cfg=dict(dist_cfg=dict(backend='gloo')),
+        # its own logger (runners made in the same second share one)
+        experiment_name=f'{tmp_path.parent.name}_{tmp_path.name}',
         log_level='INFO')
     runner.train()
     return record.lrs, cfg.optim_wrapper['optimizer']['lr']
@@ -131,12 +133,14 @@ def test_applied_lr_follows_the_run(name, tmp_path):
 
 def test_sa2va_schedule_numbers_for_a_small_dataset(tmp_path):
     """The 4B schedule with 21 iterations per epoch and 3 epochs: warm-up of
-    round(0.05 * 63) = 3 iterations from 1e-5 x, cosine over 60 to 0."""
+    round(0.05 * 63) = 3 iterations from 1e-5 x (base LR at iteration 2, as
+    mmengine's LinearLR), cosine over 60 to 0."""
     cfg = Config.fromfile(str(REPO / 'configs' / 'sa2va_4b.py'))
     lrs, base = run_schedule(cfg, tmp_path, 21, dict(cfg.train_cfg,
                                                      max_epochs=3))
     assert lrs[0] == pytest.approx(4e-10)
-    assert lrs[3] == pytest.approx(base)
+    assert lrs[1] == pytest.approx(base * (1e-5 + (1 - 1e-5) / 2))
+    assert lrs[2] == lrs[3] == pytest.approx(base)
     assert lrs[33] == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lrs[-1] == pytest.approx(base * 0.5 * (1 + math.cos(
         math.pi * 59 / 60)))
@@ -187,8 +191,8 @@ def test_start_summary_lists_data_iterations_parameters_and_lr(tmp_path):
     assert 'Items' in log and '21' in log
     assert '21 iterations per epoch, 63 in total (3 epochs)' in log
     assert 'trainable parameters: 1 of 1' in log
-    assert 'warm-up until iteration 3' in log
-    assert 'iter 0: 4e-10' in log and 'iter 3: 4e-05' in log
+    assert 'warm-up until iteration 2' in log        # as mmengine's LinearLR
+    assert 'iter 0: 4e-10' in log and 'iter 2: 4e-05' in log
 
 
 def test_config_goes_to_the_work_dir_and_tensorboard_when_installed(tmp_path):
@@ -215,6 +219,7 @@ def test_config_goes_to_the_work_dir_and_tensorboard_when_installed(tmp_path):
         param_scheduler=cfg.param_scheduler, train_cfg=dict(max_iters=3),
         default_hooks=hooks, default_scope='sa2va',
         visualizer=cfg.visualizer, log_level='INFO',
+        experiment_name=f'cfgdump_{tmp_path.name}',
         env_cfg=dict(dist_cfg=dict(backend='gloo')))))
     runner.train()
     log = next(tmp_path.glob('*/*.log')).read_text()
@@ -224,3 +229,29 @@ def test_config_goes_to_the_work_dir_and_tensorboard_when_installed(tmp_path):
     assert bool(events) == tensorboard_available()
     if not tensorboard_available():
         assert 'tensorboard is not installed' in log
+
+
+def test_warmup_decay_equals_mmengine_linear_then_cosine():
+    """The demo's former LinearLR(0.1, end=5) + CosineAnnealingLR(5..100,
+    eta_min=0.1 x) gives the same LRs as WarmupDecayLR at 100 iterations
+    (a first version reached the base LR one iteration late)."""
+    from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
+
+    from projects.sa2va.engine.schedules import WarmupDecayLR
+
+    def applied(make):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
+        scheds, out = make(opt), []
+        for _ in range(100):
+            out.append(opt.param_groups[0]['lr'])
+            opt.step()
+            for s in scheds:
+                s.step()
+        return out
+    old = applied(lambda o: [
+        LinearLR(o, start_factor=0.1, by_epoch=False, begin=0, end=5),
+        CosineAnnealingLR(o, eta_min=2e-4, by_epoch=False, begin=5, end=100)])
+    new = applied(lambda o: [WarmupDecayLR(o, warmup_ratio=0.05,
+                                           start_factor=0.1,
+                                           eta_min_ratio=0.1, end=100)])
+    assert new == pytest.approx(old, rel=1e-9)

@@ -36,12 +36,14 @@ DECAYS = ('cosine', 'linear', 'constant')
 def warmup_decay_factor(t: int, total: int, warmup: int, start_factor: float,
                         decay: str, eta_min_factor: float) -> float:
     """The LR factor (of the base LR) applied at iteration ``t`` of
-    ``total``: linear from ``start_factor`` to 1 over ``warmup`` iterations
-    (1 reached at ``t == warmup``), then ``decay`` from 1 towards
-    ``eta_min_factor``, reached at ``t == total`` (mmengine's convention:
-    the last applied value is one step short of it)."""
+    ``total``: linear from ``start_factor`` over the ``warmup`` iterations
+    ``0 .. warmup - 1``, reaching 1 at ``t == warmup - 1`` (as mmengine's
+    ``LinearLR(begin=0, end=warmup)``, Sa2VA's warm-up), then ``decay``
+    from 1 at ``t == warmup`` towards ``eta_min_factor``, reached at
+    ``t == total`` (mmengine's cosine convention: the last applied value is
+    one step short of it)."""
     if t < warmup:
-        return start_factor + (1.0 - start_factor) * t / warmup
+        return start_factor + (1.0 - start_factor) * t / max(warmup - 1, 1)
     span = max(total - warmup, 1)
     x = min(t - warmup, span) / span
     if decay == 'cosine':
