@@ -309,3 +309,49 @@ def test_visual_prompt_pipeline_to_the_model(tok_dir):
     assert batch['pixel_values'].shape == (2 * 60, 3 * 2 * 14 * 14)
     assert batch['vp_overall_mask'].tolist() == [True, True]
     assert len(batch['prompt_masks']) == 2
+
+
+@pytest.mark.parametrize('model_type', BACKBONES)
+def test_generation_matches_the_training_forward(model_type, tok_dir):
+    """Greedy tokens and [SEG]-read hidden states of the cached generate
+    equal those of one forward over prompt + answer (vp prompt, image)."""
+    _need(model_type)
+    model = _build(model_type, tok_dir).eval()
+    maker = Batch(model.tokenizer, model_type)
+    region = torch.zeros(1, 60, 60, dtype=torch.uint8)
+    region[0, 20:, :30] = 1
+    out = maker.image(60, 60, 10, region)
+    prompt = torch.tensor([maker.block(out) + [maker.vp] + [maker.ctx]
+                           * out['region_token_counts'][0] + [maker.vp_end] + maker.w])
+    kw = dict(pixel_values=out['pixel_values'], image_grid_thw=out['image_grid_thw'],
+              vp_overall_mask=out['vp_overall_mask'], prompt_masks=[out['prompt_masks']])
+    gen = model.mllm.generate(prompt, max_new_tokens=5, **kw)
+    new = gen.sequences[0]
+    assert len(new) == 5 and len(gen.hidden_states) == 5
+    full = torch.cat([prompt[0], new[:-1]])[None]
+    with torch.no_grad():
+        ref = model.mllm(full, attention_mask=torch.ones_like(full), **kw)
+    n = prompt.shape[1]
+    assert ref.logits[0, n - 1:].argmax(-1).tolist() == new.tolist()
+    for i, h in enumerate(gen.hidden_states):
+        torch.testing.assert_close(h[-1][0, -1], ref.hidden_states[-1][0, n - 1 + i],
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_generate_masks_runs_on_the_qwen_backbone(tok_dir):
+    """Sa2VAModel.generate_masks on Qwen2.5-VL: one mask per generated [SEG]
+    (the tiny model's lm_head is nudged to answer [SEG] first)."""
+    _need('qwen2_5_vl')
+    model = _build('qwen2_5_vl', tok_dir).eval()
+    maker = Batch(model.tokenizer, 'qwen2_5_vl')
+    out = maker.image(60, 60, 11)
+    prompt = torch.tensor([maker.block(out) + maker.w])
+    head = model.mllm.get_output_embeddings()
+    with torch.no_grad():
+        head.weight[maker.seg] += 50 * model.mllm.hf_model.model.language_model.norm.weight
+    frames = torch.randint(0, 256, (1, 3, SAM2_SIZE, SAM2_SIZE), dtype=torch.uint8)
+    res = model.generate_masks(prompt, frames, (30, 40), pixel_values=out['pixel_values'],
+                               image_grid_thw=out['image_grid_thw'], max_new_tokens=3)
+    k = int((res['sequences'][:-1] == maker.seg).sum())
+    assert k >= 1
+    assert res['pred_masks'].shape == (k, 1, 30, 40)

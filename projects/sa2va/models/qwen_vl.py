@@ -28,6 +28,7 @@ prompted image. Parameter names: ``model.*`` = the transformers model
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -108,7 +109,8 @@ class QwenVLChat(nn.Module):
                 self.model.to(_dtype(torch_dtype))
         self.model_type = model_type
         if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            from ..compat import enable_activation_checkpointing
+            enable_activation_checkpointing(self.model)
         self.image_token_id = self.vision_start_id = self.vision_end_id = None
         if tokenizer is not None:
             self.prepare_for_tokenizer(tokenizer)
@@ -296,6 +298,59 @@ class QwenVLChat(nn.Module):
             loss = hf.loss_function(logits=logits, labels=labels,
                                     vocab_size=logits.shape[-1])
         return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=(hidden,))
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None,
+                 image_flags=None, vp_overall_mask=None, prompt_masks=None,
+                 max_new_tokens: int = 32, eos_token_id=None, do_sample: bool = False,
+                 **unused_generate_kwargs) -> SimpleNamespace:
+        """Greedy decoding with a KV cache from the spliced prompt.
+
+        The prompt pass uses :meth:`build_inputs` (multimodal rotary ids,
+        ``<vp>`` rows, deepstack); each new token is a text position one
+        past the largest position so far (what ``get_rope_index`` gives a
+        text token).
+
+        Args:
+            input_ids: ``(1, L)`` long, one prompt.
+            max_new_tokens, eos_token_id (int or list): stopping rule.
+            do_sample: only False (greedy) is supported; True raises.
+
+        Returns:
+            namespace with ``sequences (1, n_new)`` long (new tokens only)
+            and ``hidden_states``: per pass (prompt, then one per new token
+            read back) a 1-tuple holding the last hidden state ``(1, l, D)``
+            (``Sa2VAModel.generate_masks`` reads ``h[-1][0, -1]``).
+        """
+        from transformers import DynamicCache
+        from ..compat import cache_kwargs
+        if do_sample:
+            raise ValueError('QwenVLChat.generate is greedy only (do_sample=False)')
+        if input_ids.shape[0] != 1:
+            raise ValueError(f'generate takes one prompt, got {input_ids.shape[0]}')
+        stop = set() if eos_token_id is None else set(
+            [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
+        hf = self.hf_model
+        text_model = hf.model.language_model
+        inputs = self.build_inputs(input_ids, pixel_values, image_grid_thw, image_flags,
+                                   vp_overall_mask, prompt_masks)
+        cache = DynamicCache(config=hf.config.text_config)
+        out = text_model(use_cache=True, **cache_kwargs(hf, cache), **inputs)
+        next_pos = int(inputs['position_ids'].max()) + 1
+        hidden_states, new = [(out.last_hidden_state,)], []
+        for step in range(max_new_tokens):
+            token = int(hf.lm_head(out.last_hidden_state[:, -1]).argmax(-1))
+            new.append(token)
+            if token in stop or step == max_new_tokens - 1:
+                break
+            ids = torch.tensor([[token]], device=input_ids.device)
+            pos = torch.full((3, 1, 1), next_pos, dtype=torch.long, device=input_ids.device)
+            next_pos += 1
+            out = text_model(inputs_embeds=self.get_input_embeddings()(ids), position_ids=pos,
+                             use_cache=True, **cache_kwargs(hf, cache))
+            hidden_states.append((out.last_hidden_state,))
+        return SimpleNamespace(sequences=torch.tensor([new], device=input_ids.device),
+                               hidden_states=tuple(hidden_states))
 
 
 def tiny_qwen_vl_config(model_type: str, vocab_size: int, hidden_size: int = 64) -> dict:
