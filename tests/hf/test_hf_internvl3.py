@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from projects.sa2va.compat import version_at_least
-from tests.conftest import REPO_ROOT, shared_path
+from tests.conftest import REPO_ROOT
 from tests.models import test_sa2va as base
 
 from .helpers import build, check_released_manifest
@@ -72,7 +72,6 @@ def test_sa2va_internvl3_8b_manifest_maps_to_the_recipe_model(tiny_tokenizer_dir
     of the configs/sa2va_internvl3_8b.py training model (LoRA r 256 on, meta device), with the
     same shape, and back; counts as the manifest says."""
     from mmengine.config import Config
-    shared_path('fixtures', 'sam2', 'manifests')  # the SAM2 part of the manifest comes from it
     recipe = REPO_ROOT / 'configs/sa2va_internvl3_8b.py'
     assert Config.fromfile(str(recipe)).model.mllm.llm_lora.r == 256
     released = json.loads((MANIFESTS / 'sa2va_hf' / 'Sa2VA-InternVL3-8B.json').read_text())
