@@ -355,3 +355,20 @@ def test_generate_masks_runs_on_the_qwen_backbone(tok_dir):
     k = int((res['sequences'][:-1] == maker.seg).sum())
     assert k >= 1
     assert res['pred_masks'].shape == (k, 1, 30, 40)
+
+
+def test_text_only_batch_keeps_a_zero_gradient_on_the_mergers(tok_dir):
+    """No image in the batch (the Qwen-VL collate adds no dummy image): the
+    mergers still get a (zero) gradient, so DDP sees the same parameters in
+    every step."""
+    _need('qwen2_5_vl')
+    model = _build('qwen2_5_vl', tok_dir)
+    maker = Batch(model.tokenizer, 'qwen2_5_vl')
+    batch = maker.collate({'text': ([], maker.w, maker.w[:3], None, 0)})
+    assert 'pixel_values' not in batch
+    data = model.data_preprocessor(copy.deepcopy(batch), True)
+    total, _ = model.parse_losses(model(**data, mode='loss'))
+    model.zero_grad(set_to_none=True)
+    total.backward()
+    merger = [p for n, p in model.named_parameters() if '.merger.' in n]
+    assert merger and all(p.grad is not None and not p.grad.any() for p in merger)

@@ -732,8 +732,10 @@ class Sa2VAModel(BaseModel):
                           pixel_values: Optional[Tensor]) -> Optional[Tensor]:
         """0 x the trainable vision-side parameters when no tile of the batch
         is kept (text-only batch: the dummy tiles' rows are never spliced, so
-        mlp1 would get no gradient); None otherwise."""
-        if pixel_values is None or image_flags is None or bool((image_flags == 1).any()):
+        mlp1 would get no gradient; a Qwen-VL text-only batch has no
+        ``pixel_values`` at all); None otherwise."""
+        if pixel_values is not None and (image_flags is None
+                                         or bool((image_flags == 1).any())):
             return None
         params = [p for m in (self.mllm.vision_model, self.mllm.mlp1)
                   for p in m.parameters() if p.requires_grad]
