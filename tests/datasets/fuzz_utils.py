@@ -402,10 +402,15 @@ def run_cases(cases, cfgs: dict, template: Path, work: Path, tokenizer,
         while pending and len(running) < parallel:
             case = pending.pop(0)
             root, names = prepare(case)
-            r, w = os.pipe()
+            out = work / (case.name.replace('/', '__') + '.result.json')
             pid = os.fork()
             if pid == 0:  # child
-                os.close(r)
+                # One intra-op thread, as DataLoader workers do: a forked
+                # child entering an OpenMP region that the parent's pool
+                # already used deadlocks with GNU libgomp (seen with
+                # OMP_NUM_THREADS=2, the CI setting).
+                import torch
+                torch.set_num_threads(1)
                 code = 0
                 try:
                     res = run_in_child(cfgs[case.dataset], root, tokenizer,
@@ -416,25 +421,23 @@ def run_cases(cases, cfgs: dict, template: Path, work: Path, tokenizer,
                         stage='record', type='child',
                         message=traceback.format_exc()[-1500:])).encode()
                     code = 1
-                with os.fdopen(w, 'wb') as f:
-                    f.write(data)
+                # a file, not a pipe: a report larger than the pipe buffer
+                # would block the child until the parent's time limit
+                out.write_bytes(data)
                 os._exit(code)
-            os.close(w)
-            running[pid] = (case, r, time.monotonic())
+            running[pid] = (case, out, time.monotonic())
         time.sleep(0.005)
-        for pid, (case, r, start) in list(running.items()):
+        for pid, (case, out, start) in list(running.items()):
             done, status = os.waitpid(pid, os.WNOHANG)
             if done == 0:
                 if time.monotonic() - start > timeout:
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
-                    os.close(r)
                     case.result = dict(stage='hang')
                     case.result['class'] = classify(case, case.result)
                     del running[pid]
                 continue
-            with os.fdopen(r, 'rb') as f:
-                data = f.read()
+            data = out.read_bytes() if out.exists() else b''
             if os.WIFSIGNALED(status) or not data:
                 case.result = dict(stage='signal',
                                    signal=os.WTERMSIG(status)
