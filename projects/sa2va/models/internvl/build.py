@@ -1,4 +1,5 @@
 """Config-buildable entry point: ``dict(type='InternVLChat', model_path=..., ...)``."""
+from contextlib import contextmanager
 from typing import Any, Dict, List, Optional, Union
 
 import torch
@@ -19,6 +20,21 @@ def _dtype(value: Union[None, str, torch.dtype]):
     if value not in _DTYPES:
         raise ValueError(f'unknown torch_dtype {value!r}; use one of {sorted(_DTYPES)}')
     return _DTYPES[value]
+
+
+@contextmanager
+def _default_dtype(dtype):
+    """``torch``'s default dtype set to ``dtype`` (a floating dtype) inside the block; a
+    no-op for ``None`` / ``'auto'``."""
+    if dtype in (None, 'auto') or dtype == torch.get_default_dtype():
+        yield
+        return
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 @MODELS.register_module(name='InternVLChat')
@@ -70,7 +86,9 @@ def build_internvl_chat(model_path: Optional[str] = None,
             config = InternVLChatConfig(**config, **extra)
         elif extra:
             set_attn_implementation(config, attn_implementation)
-        with torch.random.fork_rng(devices=[]):
+        # Parameters are created in the target dtype (a 4B model built in fp32 and then cast
+        # would hold ~16 GB at its peak); the later pretrained load overwrites them anyway.
+        with torch.random.fork_rng(devices=[]), _default_dtype(dtype):
             torch.manual_seed(seed)
             model = InternVLChat(config)
         if dtype not in (None, 'auto'):
