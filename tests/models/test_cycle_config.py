@@ -81,5 +81,7 @@ def test_4b_applies_the_owner_lr_from_the_first_iteration(name, tmp_path):
     cfg.merge_from_dict({'param_scheduler.0.warmup_iters': 3})
     lrs, _ = run_schedule(cfg, tmp_path / 'warm', 6, dict(type='IterBasedTrainLoop',
                                                           max_iters=6))
-    ramp = [1e-3 + (1 - 1e-3) * t / 3 for t in range(3)] + [1.0] * 3
+    # mmengine's LinearLR(begin=0, end=3) convention (WarmupDecayLR's
+    # docstring): 1e-3 at iteration 0, the base LR from iteration 2 on
+    ramp = [1e-3 + (1 - 1e-3) * t / 2 for t in range(3)] + [1.0] * 3
     assert lrs == [pytest.approx(4e-5 * f, rel=1e-9) for f in ramp]
