@@ -22,6 +22,10 @@ KNOWN = {
     **{name: (name.replace('_', '.'), f'{HF}OpenGVLab/{name}',
               f'huggingface-cli download OpenGVLab/{name} --local-dir {{path}}')
        for name in ('InternVL3-2B', 'InternVL3-8B', 'InternVL3_5-4B', 'InternVL3_5-8B')},
+    **{name: (name, f'{HF}Qwen/{name}',
+              f'huggingface-cli download Qwen/{name} --local-dir {{path}}')
+       for name in ('Qwen2.5-VL-3B-Instruct', 'Qwen2.5-VL-7B-Instruct',
+                    'Qwen3-VL-2B-Instruct', 'Qwen3-VL-4B-Instruct')},
     **{f'Sa2VA-{s}': (
         f'the released Sa2VA-{s}', f'{HF}ByteDance/Sa2VA-{s}',
         f'huggingface-cli download ByteDance/Sa2VA-{s} --local-dir {{path}}')
