@@ -14,6 +14,7 @@ from .loading import (DynamicTiles, ImagesToTensor, LoadFrames,  # noqa
 from .masks import DecodeMasks, PoolPromptMasks, decode_object  # noqa
 from .mask_caption import MaskCaptionOutputs  # noqa: F401
 from .qwen_vl import QwenVLImageInput  # noqa: F401
+from .qwen_vl_video import QwenVLVideoInput  # noqa: F401
 from .video import (DecodeVideoMasks, LoadVideoFrames,  # noqa: F401
                     SampleVideoFrames, SampleVideoObjects,
                     sample_frame_indices)

@@ -1,0 +1,160 @@
+"""Video on the Qwen-VL backbones: QwenVLVideoInput's two layouts against
+transformers' own processors, the spliced forward against the official
+forward (images and video), and a referring-VOS sample training a step."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from projects.sa2va.transforms.qwen_vl import QWEN_VL_PRESETS
+from projects.sa2va.transforms.qwen_vl_video import (QwenVLVideoInput, qwen3_timestamps,
+                                                     video_token_text)
+
+BACKBONES = ('qwen2_5_vl', 'qwen3_vl')
+QWEN_TOKENS = ['<|vision_start|>', '<|vision_end|>', '<|image_pad|>', '<|video_pad|>']
+
+
+def _frames(n, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [Image.fromarray(torch.randint(0, 256, (h, w, 3), generator=g,
+                                          dtype=torch.uint8).numpy()) for _ in range(n)]
+
+
+def _tf(name):
+    import transformers
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        pytest.skip(f'{name} is not in transformers {transformers.__version__}')
+    return cls
+
+
+def _video_processor(backbone, min_px, max_px, n):
+    """transformers' video processor of the backbone with our preset; Qwen3-VL
+    bounds the whole clip, so its budget is the per-frame one times n."""
+    c = QWEN_VL_PRESETS[backbone]
+    scale = n if backbone == 'qwen3_vl' else 1
+    cls = _tf('Qwen3VLVideoProcessor' if backbone == 'qwen3_vl' else 'Qwen2VLVideoProcessor')
+    return cls(patch_size=c['patch_size'], image_mean=list(c['mean']), image_std=list(c['std']),
+               size={'shortest_edge': min_px * scale, 'longest_edge': max_px * scale},
+               do_sample_frames=False, cap_pixels_per_frame=False)
+
+
+# ------------------------------------------------------------ layouts
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('n', [5, 4])
+def test_temporal_pairs_equal_the_video_processor(backbone, n):
+    """Frames at a size the rule keeps (no resampling on either side):
+    patches within 1e-5, grids equal; an odd count repeats the last frame."""
+    f = 2 * QWEN_VL_PRESETS[backbone]['patch_size']
+    frames = _frames(n, 3 * f, 4 * f, seed=n)
+    step = QwenVLVideoInput(backbone, 'temporal_pairs', min_pixels=f * f,
+                            max_pixels=16 * f * f, fps=2.0)
+    out = step.transform({'frames': frames})
+    ref = _video_processor(backbone, f * f, 16 * f * f, n)(videos=[frames], return_tensors='pt')
+    assert out['video_grid_thw'].tolist() == ref['video_grid_thw'].tolist() \
+        == [[(n + 1) // 2, 6, 8]]
+    torch.testing.assert_close(out['pixel_values_videos'], ref['pixel_values_videos'].float(),
+                               atol=1e-5, rtol=0)
+    assert out['num_video_tokens'] == (n + 1) // 2 * 12
+    if n % 2:  # the padded slice of the last group is the last frame
+        last = out['pixel_values_videos'][-12 * 4:].reshape(48, 3, 2, -1)
+        assert torch.equal(last[:, :, 0], last[:, :, 1])
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('size', [(90, 130), (500, 260), (20, 60)])
+def test_resized_grids_equal_the_processors(backbone, size):
+    """Unaligned frame sizes: one size per video, the grids the processors
+    give (frames: the image processor per frame; pairs: the video one)."""
+    n = 3
+    frames = _frames(n, *size)
+    lo, hi = 8 * 28 * 28, 32 * 28 * 28
+    pairs = QwenVLVideoInput(backbone, 'temporal_pairs', min_pixels=lo, max_pixels=hi,
+                             fps=1.0).transform({'frames': list(frames)})
+    ref = _video_processor(backbone, lo, hi, n)(videos=[frames], return_tensors='pt')
+    assert pairs['video_grid_thw'].tolist() == ref['video_grid_thw'].tolist()
+    c = QWEN_VL_PRESETS[backbone]
+    img = _tf('Qwen2VLImageProcessor')(patch_size=c['patch_size'], min_pixels=lo, max_pixels=hi)
+    per_frame = QwenVLVideoInput(backbone, min_pixels=lo, max_pixels=hi).transform(
+        {'frames': list(frames)})
+    assert per_frame['image_grid_thw'].tolist() == img(images=frames, return_tensors='pt')[
+        'image_grid_thw'].tolist()
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+def test_frames_mode_equals_the_image_processor_per_frame(backbone):
+    """The official Sa2VA-Qwen rule: each frame through the image processor
+    (min / max pixels 128 / 512 x 28 x 28); an odd count; one block per
+    frame."""
+    c = QWEN_VL_PRESETS[backbone]
+    f = 2 * c['patch_size']
+    frames = _frames(5, 12 * f, 14 * f, seed=3)  # within [128, 512] x 784 px
+    out = QwenVLVideoInput(backbone).transform({'frames': frames})
+    ref = _tf('Qwen2VLImageProcessor')(
+        patch_size=c['patch_size'], image_mean=list(c['mean']), image_std=list(c['std']),
+        min_pixels=128 * 28 * 28, max_pixels=512 * 28 * 28)(images=frames, return_tensors='pt')
+    assert out['image_grid_thw'].tolist() == ref['image_grid_thw'].tolist() == [[1, 24, 28]] * 5
+    torch.testing.assert_close(out['pixel_values'], ref['pixel_values'].float(), atol=1e-5, rtol=0)
+    assert out['num_frames'] == 5 and out['num_frame_tokens'] == 12 * 14
+    assert 'pixel_values_videos' not in out and 'video_token_text' not in out
+
+
+def _qwen_tokenizer():
+    from projects.sa2va.tokenization import build_tiny_tokenizer
+    tok = build_tiny_tokenizer()
+    tok.add_special_tokens({'additional_special_tokens': QWEN_TOKENS})
+    return tok
+
+
+def _through_processor(backbone, text, frames, idx, total, fps):
+    """The backbone's processor (tiny tokenizer with Qwen's tokens) and our
+    temporal-pairs step on the same frames and video metadata."""
+    proc_cls = _tf('Qwen3VLProcessor' if backbone == 'qwen3_vl' else 'Qwen2_5_VLProcessor')
+    from transformers.video_utils import VideoMetadata
+    f = 2 * QWEN_VL_PRESETS[backbone]['patch_size']
+    proc = proc_cls(image_processor=_tf('Qwen2VLImageProcessor')(patch_size=f // 2),
+                    tokenizer=_qwen_tokenizer(),
+                    video_processor=_video_processor(backbone, f * f, 16 * f * f, len(frames)))
+    ref = proc(text=[text], videos=[frames], return_tensors='pt', video_metadata=[
+        VideoMetadata(total_num_frames=total, fps=fps, frames_indices=idx)])
+    out = QwenVLVideoInput(backbone, 'temporal_pairs', min_pixels=f * f, max_pixels=16 * f * f,
+                           fps=fps).transform(
+        {'frames': frames, 'frame_indices': idx, 'num_video_frames': total})
+    return proc.tokenizer.decode(ref['input_ids'][0]), ref, out
+
+
+def test_qwen3_timestamps_equal_the_processor_text():
+    """Qwen3VLProcessor's video text: `<s seconds>` + one block per temporal
+    group; ours is the same string."""
+    idx = [0, 7, 15, 22, 30]
+    text, _, out = _through_processor('qwen3_vl', 'hi <|vision_start|><|video_pad|><|vision_end|> ok',
+                                      _frames(5, 96, 128, seed=4), idx, 40, 6.0)
+    assert text == 'hi ' + out['video_token_text'] + ' ok'
+    assert out['video_token_text'].startswith('<0.6 seconds><|vision_start|>')
+    # the documented rule: (i_a + i_b) / 2 / fps per pair, the last index repeated
+    assert qwen3_timestamps(idx, 6.0) == pytest.approx([7 / 12, 37 / 12, 30 / 6])
+    assert 'second_per_grid_ts' not in out
+
+
+def test_qwen2_5_seconds_per_grid_equal_the_processor():
+    """second_per_grid_ts = 2 / (T / total * fps), one block of video tokens."""
+    text, ref, out = _through_processor('qwen2_5_vl', '<|vision_start|><|video_pad|><|vision_end|>',
+                                        _frames(4, 56, 84, seed=5), [0, 10, 20, 30], 40, 6.0)
+    torch.testing.assert_close(out['second_per_grid_ts'],
+                               torch.tensor(ref['second_per_grid_ts'], dtype=torch.float32))
+    assert float(out['second_per_grid_ts']) == pytest.approx(2 / (4 / 40 * 6.0))
+    assert text == out['video_token_text'] == video_token_text(2, 6)
+
+
+def test_video_step_errors_and_text_only():
+    step = QwenVLVideoInput('qwen2_5_vl', 'temporal_pairs')
+    with pytest.raises(ValueError, match='needs fps'):
+        step.transform({'frames': _frames(2, 56, 56)})
+    assert step.transform({'text_only': True}) == {'text_only': True}
+    with pytest.raises(ValueError, match='video_mode'):
+        QwenVLVideoInput('qwen2_5_vl', 'pairs')
+    from projects.sa2va.transforms import RecordError
+    with pytest.raises(RecordError, match='differ in size'):
+        QwenVLVideoInput('qwen3_vl').transform({'frames': _frames(1, 64, 64)
+                                                + _frames(1, 64, 96)})
