@@ -21,7 +21,7 @@ __all__ = [
     'package_version', 'version_at_least', 'TORCH_LOAD_WEIGHTS_ONLY_DEFAULT',
     'dtype_kwargs', 'get_attn_implementation', 'set_attn_implementation',
     'tokenizer_class_name', 'TIES_WEIGHTS_PER_SUBMODEL', 'cache_kwargs',
-    'enable_activation_checkpointing',
+    'enable_activation_checkpointing', 'qwen_vl_current_key', 'rope_fields_for_4x',
 ]
 
 
@@ -183,3 +183,39 @@ def save_tokenizer_files(tokenizer, directory: str) -> None:
     with open(path, 'w', encoding='utf-8') as f:
         json.dump(added, f, indent=2, sort_keys=True, ensure_ascii=False)
         f.write('\n')
+
+
+def qwen_vl_current_key(key: str) -> str:
+    """A Qwen2.5-VL / Qwen3-VL ``*ForConditionalGeneration`` state-dict key
+    under the names of transformers >= 4.52 (and 5.x): ``model.visual.*``,
+    ``model.language_model.*``, ``lm_head.*``.
+
+    Checkpoints written before 4.52 (the ``Qwen/Qwen2.5-VL-*-Instruct``
+    safetensors) say ``visual.*`` and ``model.layers.*`` /
+    ``model.embed_tokens.*`` / ``model.norm.*``; transformers renames them
+    when it loads such a checkpoint, as this function does. Current names
+    are returned unchanged.
+    """
+    if key.startswith('visual.'):
+        return 'model.' + key
+    if key.startswith('model.') and not key.startswith(('model.visual.',
+                                                         'model.language_model.')):
+        return 'model.language_model.' + key[len('model.'):]
+    return key
+
+
+def rope_fields_for_4x(text_config: dict) -> dict:
+    """A Qwen-VL ``text_config`` dict (as transformers 5 writes it: rotary
+    settings in ``rope_parameters``) plus the fields transformers 4.x reads
+    (``rope_theta`` and ``rope_scaling`` with ``mrope_section``), so that a
+    ``config.json`` written here loads in the official Sa2VA code (pinned to
+    transformers 4.57). transformers 5 reads both forms; a dict that already
+    has the 4.x fields is returned as it is."""
+    out = dict(text_config)
+    rope = out.get('rope_parameters')
+    if isinstance(rope, dict) and 'rope_scaling' not in out:
+        scaling = {k: v for k, v in rope.items() if k != 'rope_theta'}
+        out['rope_scaling'] = dict(scaling, type=scaling.get('rope_type', 'default'))
+        if 'rope_theta' in rope:
+            out.setdefault('rope_theta', rope['rope_theta'])
+    return out
