@@ -50,6 +50,17 @@ def build(config_path, **overrides):
         return MODELS.build(cfg.model).eval()
 
 
+@torch.no_grad()
+def perturb_trainable(model, seed: int = 3, scale: float = 0.05):
+    """A "trained" model: every trainable tensor moved by seeded noise
+    (LoRA B, new rows ... no longer at their init). Returns ``model``."""
+    gen = torch.Generator().manual_seed(seed)
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return model
+
+
 def tile(image: torch.Tensor) -> torch.Tensor:
     """The InternVL tile of the golden ``image`` (448, 448, 3) uint8."""
     return ((image.float() / 255 - MEAN) / STD).permute(2, 0, 1)[None]

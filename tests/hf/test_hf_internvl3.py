@@ -13,7 +13,7 @@ from projects.sa2va.compat import version_at_least
 from tests.conftest import REPO_ROOT
 from tests.models import test_sa2va as base
 
-from .helpers import build, check_released_manifest
+from .helpers import build, check_released_manifest, perturb_trainable
 
 CONFIGS = REPO_ROOT / 'tests' / 'configs'
 MANIFESTS = REPO_ROOT / 'tests' / 'manifests'
@@ -46,12 +46,7 @@ def test_export_import_round_trip(config_name, arch, tmp_path, tiny_tokenizer_di
                    "text_settings = dict(template='qwen_chat', max_length=4096)\n"
                    # tools/export.py rebuilds the frozen (random) weights with this seed
                    'randomness = dict(seed=0)\n')
-    model = build(cfg)
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # a "trained" model: every trainable tensor moved
-        for _, p in model.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    model = perturb_trainable(build(cfg))
     samples = base.family_samples(model.tokenizer)
     ref = _outputs(model, samples)
     ckpt = tmp_path / 'iter_1.pth'

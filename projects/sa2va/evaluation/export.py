@@ -225,7 +225,9 @@ def import_hf(hf_dir: str, config, out_path: str,
     model_cfg['pretrained_hf'] = hf_dir
     model = _build(model_cfg)
     state = state_for_save(model)
-    meta = checkpoint_meta(hf_dir, dict(layout='sa2va_chat', template=template))
+    from ..hf.layout import read_hf_config
+    meta = checkpoint_meta(hf_dir, dict(layout=read_hf_config(hf_dir)[1].name,
+                                        template=template))
     _save_checkpoint(state, meta, out_path)
     return dict(tensors=len(state), template=template)
 

@@ -11,7 +11,9 @@ training model out to the released layout.
 * :func:`export_hf` writes the official directory (module docstring of
   :mod:`projects.sa2va.hf.layout`): ``config.json`` written field by field,
   safetensors under the official names (LoRA merged, ``g_weight``), the
-  tokenizer, ``generation_config.json``.
+  tokenizer, ``generation_config.json``; for a ``QwenVLChat`` MLLM the
+  Sa2VA-Qwen layout of its backbone (``config.json`` by
+  :mod:`projects.sa2va.hf.qwen_vl`, plus ``preprocessor_config.json``).
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ import torch
 from torch import Tensor
 
 from .layout import (OFFICIAL_LLM_ARCHITECTURES, SA2VA_HF_CONFIG_EXTRA, HF_LAYOUTS, HFLayout,
-                     internvl_config_from_hf, read_hf_config, template_from_official,
-                     template_to_official)
+                     internvl_config_from_hf, layout_for_model, read_hf_config,
+                     template_from_official, template_to_official)
+from .qwen_vl import qwen_vl_config_from_hf, qwen_vl_config_json, save_qwen_vl_processor_config
 from .shards import DEFAULT_MAX_SHARD_BYTES, FILE_MODE, HFWeights, save_sharded
 
 __all__ = ['load_hf_weights', 'hf_build_overrides', 'export_hf', 'hf_model_cfg',
@@ -97,11 +100,19 @@ def load_hf_weights(model, hf_dir: str) -> Dict[str, Any]:
             targets.setdefault(layout.to_official(merged_key(key)), []).append(key)
         except KeyError:
             unmapped.append(key)
-    missing = [k for k in targets if k not in weights]
-    unknown = [k for k in weights.keys() if k not in targets]
-    misshaped = [f'{k}: file {weights.shape(k)} vs model {tuple(own[t].shape)} ({t})'
-                 for k, keys in targets.items() if k in weights for t in keys
-                 if weights.shape(k) != tuple(own[t].shape)]
+    stored: Dict[str, str] = {}     # official key -> the file's key
+    for name in weights.keys():
+        official = layout.canonical(name)
+        if official in stored:
+            raise ValueError(f'{hf_dir}: {stored[official]!r} and {name!r} are the same '
+                             f'tensor ({official}) under two names')
+        stored[official] = name
+    missing = [k for k in targets if k not in stored]
+    unknown = [stored[k] for k in stored if k not in targets]
+    misshaped = [f'{stored[k]}: file {weights.shape(stored[k])} vs model '
+                 f'{tuple(own[t].shape)} ({t})'
+                 for k, keys in targets.items() if k in stored for t in keys
+                 if weights.shape(stored[k]) != tuple(own[t].shape)]
     problems = [f'{what} {_limited(keys)}' for what, keys in (
         (f'model keys outside the {layout.name} layout', unmapped),
         ('official keys missing from the files', missing),
@@ -110,10 +121,10 @@ def load_hf_weights(model, hf_dir: str) -> Dict[str, Any]:
     if problems:
         raise ValueError(f'{hf_dir} does not fit the model: ' + '; '.join(problems))
     filled: Dict[int, str] = {}
-    for official in weights.keys():
+    for official, name in sorted(stored.items()):
         for key in targets[official]:
             dst = own[key]
-            src = weights.get(official, dtype=dst.dtype)
+            src = weights.get(name, dtype=dst.dtype)
             ptr = dst.data_ptr()
             if ptr in filled:   # a tied lm_head: the two files' tensors must agree
                 if not torch.equal(dst.data, src.to(dst.device)):
@@ -137,14 +148,26 @@ def hf_build_overrides(hf_dir: str, mllm: dict, grounding_encoder: dict, tokeniz
     Returns:
         ``(mllm, grounding_encoder, tokenizer)``.
     """
-    cfg, _ = read_hf_config(hf_dir)
+    cfg, layout = read_hf_config(hf_dir)
     mllm = dict(mllm)
     if mllm.pop('model_path', None) is not None or 'config' not in mllm:
-        mllm['config'] = internvl_config_from_hf(cfg, hf_dir)
+        mllm['config'] = _mllm_config_from_hf(cfg, layout, hf_dir)
     grounding_encoder = dict(grounding_encoder, checkpoint=None)
     if tokenizer is None:
         tokenizer = hf_tokenizer(hf_dir, cfg)
     return mllm, grounding_encoder, tokenizer
+
+
+def _mllm_config_from_hf(cfg: Dict[str, Any], layout: HFLayout, hf_dir: str) -> Dict[str, Any]:
+    """The MLLM's ``config`` build argument of a released ``config.json``."""
+    if layout.family == 'qwen_vl':
+        return qwen_vl_config_from_hf(cfg, layout.backbone)
+    return internvl_config_from_hf(cfg, hf_dir)
+
+
+def _trusts_code(cfg: Dict[str, Any]) -> bool:
+    """Only an InternLM2 LLM (InternVL layout) needs the directory's code."""
+    return (cfg.get('llm_config') or {}).get('model_type') == 'internlm2'
 
 
 def hf_tokenizer(hf_dir: str, cfg: Optional[dict] = None) -> Dict[str, Any]:
@@ -155,8 +178,7 @@ def hf_tokenizer(hf_dir: str, cfg: Optional[dict] = None) -> Dict[str, Any]:
     from ..tokenization import load_tokenizer
     if cfg is None:
         cfg, _ = read_hf_config(hf_dir)
-    return dict(type=load_tokenizer, path=os.fspath(hf_dir),
-                trust_remote_code=cfg['llm_config'].get('model_type') == 'internlm2')
+    return dict(type=load_tokenizer, path=os.fspath(hf_dir), trust_remote_code=_trusts_code(cfg))
 
 
 def check_tokenizer(model, hf_dir: str) -> None:
@@ -180,9 +202,13 @@ def hf_model_cfg(hf_dir: str, sam2_config=None, torch_dtype=None,
     cfg, layout = read_hf_config(hf_dir)
     extra = cfg.get(SA2VA_HF_CONFIG_EXTRA) or {}
     sam2 = sam2_config or extra.get('sam2_config') or layout.sam2_preset
-    mllm = dict(type='InternVLChat', config=internvl_config_from_hf(cfg, hf_dir),
-                torch_dtype=torch_dtype or cfg.get('torch_dtype'), llm_lora=None,
-                trust_remote_code=cfg['llm_config'].get('model_type') == 'internlm2')
+    dtype = torch_dtype or cfg.get('torch_dtype') or cfg.get('dtype')
+    if layout.family == 'qwen_vl':
+        mllm = dict(type='QwenVLChat', config=qwen_vl_config_from_hf(cfg, layout.backbone),
+                    torch_dtype=dtype, llm_lora=None)
+    else:
+        mllm = dict(type='InternVLChat', config=internvl_config_from_hf(cfg, hf_dir),
+                    torch_dtype=dtype, llm_lora=None, trust_remote_code=_trusts_code(cfg))
     if attn_implementation:
         mllm['attn_implementation'] = attn_implementation
     out = dict(type='Sa2VAModel', tokenizer=None, mllm=mllm,
@@ -227,18 +253,21 @@ def _config_json(model, layout: HFLayout, template: str, dtype: torch.dtype,
                 'dynamic_image_size', 'use_thumbnail', 'min_dynamic_patch',
                 'max_dynamic_patch'):
         out[key] = internvl[key]
-    out[SA2VA_HF_CONFIG_EXTRA] = dict(
-        sam2_config=sam2_config, special_tokens=list(model.special_tokens),
-        note='read by the Sa2VA training framework only; the official code builds '
-             f'SAM2 {layout.sam2_preset} and looks the tokens up by name')
+    out[SA2VA_HF_CONFIG_EXTRA] = _sa2va_extra(model, layout, sam2_config)
     return out
+
+
+def _sa2va_extra(model, layout: HFLayout, sam2_config) -> Dict[str, Any]:
+    return dict(sam2_config=sam2_config, special_tokens=list(model.special_tokens),
+                note='read by the Sa2VA training framework only; the official code '
+                     f'builds SAM2 {layout.sam2_preset} and looks the tokens up by name')
 
 
 @torch.no_grad()
 def export_hf(model, out_dir: str, template, sam2_config,
               dtype: Optional[torch.dtype] = None,
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-              layout: str = 'sa2va_chat') -> List[str]:
+              layout: Optional[str] = None) -> List[str]:
     """Write ``model`` in the released Hugging Face layout.
 
     Args:
@@ -251,11 +280,13 @@ def export_hf(model, out_dir: str, template, sam2_config,
         dtype: cast every floating tensor (None: each keeps its dtype; the
             ``config.json`` ``torch_dtype`` is the LLM embedding's).
         max_shard_bytes: shard above this size (5 GB as the releases).
+        layout: a key of ``HF_LAYOUTS`` (default: the model's,
+            :func:`~projects.sa2va.hf.layout.layout_for_model`).
 
     Returns:
         the names of the written files.
     """
-    lay = HF_LAYOUTS[layout]
+    lay = HF_LAYOUTS[layout] if layout else layout_for_model(model)
     official_template = template_to_official(template)
     if hasattr(model.mllm.language_model, 'merge_and_unload'):
         model.mllm.merge_llm_lora()
@@ -264,7 +295,12 @@ def export_hf(model, out_dir: str, template, sam2_config,
     if left:
         raise ValueError(f'un-merged adapter keys after merging: {_limited(left)}')
     emb_dtype = model.mllm.get_input_embeddings().weight.dtype
-    cfg = _config_json(model, lay, official_template, dtype or emb_dtype, sam2_config)
+    if lay.family == 'qwen_vl':
+        cfg = qwen_vl_config_json(model, lay, official_template,
+                                  str(dtype or emb_dtype).replace('torch.', ''))
+        cfg[SA2VA_HF_CONFIG_EXTRA] = _sa2va_extra(model, lay, sam2_config)
+    else:
+        cfg = _config_json(model, lay, official_template, dtype or emb_dtype, sam2_config)
     os.makedirs(out_dir, exist_ok=True)
 
     def tensors():
@@ -285,6 +321,8 @@ def export_hf(model, out_dir: str, template, sam2_config,
                 dict(_from_model_config=True, transformers_version=transformers.__version__))
     from ..compat import save_tokenizer_files
     save_tokenizer_files(model.tokenizer, out_dir)
+    if lay.family == 'qwen_vl':
+        save_qwen_vl_processor_config(out_dir, lay.backbone)
     for name in os.listdir(out_dir):
         path = osp.join(out_dir, name)
         if osp.isfile(path):

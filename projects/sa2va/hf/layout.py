@@ -12,9 +12,22 @@ training model (``Sa2VAModel``, merged keys as in
 prefix is SAM2's layer scale ``gamma``, stored as ``g_weight`` because
 transformers rewrites keys containing ``gamma`` when it loads a checkpoint.
 
-Another released family (e.g. the Qwen-VL based Sa2VA models) is added by
-one more entry of :data:`HF_LAYOUTS`: its ``architectures``, ``auto_map``,
-prefix pairs and leaf renames.
+The Qwen-VL based releases (``ByteDance/Sa2VA-Qwen2_5-VL-3B/7B``,
+``Sa2VA-Qwen3-VL-4B``; official ``Sa2VAChatModelQwen``, newest Sa2VA
+``projects/sa2va/hf/models_qwen2_5_vl`` / ``models_qwen3vl``) hold the whole
+transformers ``*ForConditionalGeneration`` as the submodule ``model``
+(``model.model.visual.*``, ``model.model.language_model.*``,
+``model.lm_head.*``, the names of transformers >= 4.52, which the official
+training and conversion code needs), the same ``grounding_encoder.sam2_model.*``
+and ``text_hidden_fcs.*``; ``config.json`` is the Qwen-VL config (nested
+``text_config`` / ``vision_config``) with ``model_type`` ``sa2va_chat``,
+``architectures`` ``['Sa2VAChatModelQwen']`` and ``template``. The project's
+``QwenVLChat`` keeps the transformers model as ``mllm.model``, so each key
+maps by one prefix. Both Qwen backbones share ``model_type`` and
+``architectures``; ``text_config.model_type`` tells them apart.
+
+Another released family is added by one more entry of :data:`HF_LAYOUTS`:
+its ``architectures``, ``auto_map``, prefix pairs and leaf renames.
 """
 from __future__ import annotations
 
@@ -23,7 +36,7 @@ import os
 import os.path as osp
 from typing import Any, Dict, Optional, Tuple
 
-__all__ = ['HF_LAYOUTS', 'HFLayout', 'layout_of', 'read_hf_config',
+__all__ = ['HF_LAYOUTS', 'HFLayout', 'layout_of', 'layout_for_model', 'read_hf_config',
            'OFFICIAL_TEMPLATES', 'template_from_official', 'template_to_official',
            'SA2VA_HF_CONFIG_EXTRA']
 
@@ -38,7 +51,8 @@ class HFLayout:
     """One released model family.
 
     Args:
-        name: the family's name (the ``config.json`` ``model_type``).
+        name: the layout's name (a key of :data:`HF_LAYOUTS`; also the
+            ``config.json`` ``model_type`` unless ``model_type`` is given).
         architectures: ``config.json`` ``architectures``.
         auto_map: ``config.json`` ``auto_map`` (class paths of the official
             modelling files shipped next to it).
@@ -48,11 +62,26 @@ class HFLayout:
             the last name component renamed under that prefix.
         sam2_preset: the SAM2 the official code always builds (its config
             has no SAM2 section).
+        model_type: ``config.json`` ``model_type`` (default ``name``).
+        family: ``'internvl'`` (``InternVLChat``, ``llm_config``) or
+            ``'qwen_vl'`` (``QwenVLChat``, ``text_config``).
+        backbone: the transformers ``model_type`` of a Qwen-VL family
+            (``qwen2_5_vl`` / ``qwen3_vl``); its ``text_config.model_type``
+            is ``backbone + '_text'``.
     """
 
     def __init__(self, name: str, architectures, auto_map: Dict[str, str],
-                 prefixes, leaf_renames=(), sam2_preset: str = 'sam2_hiera_l'):
+                 prefixes, leaf_renames=(), sam2_preset: str = 'sam2_hiera_l',
+                 model_type: Optional[str] = None, family: str = 'internvl',
+                 backbone: Optional[str] = None):
+        if family not in ('internvl', 'qwen_vl'):
+            raise ValueError(f'unknown layout family {family!r}')
+        if (family == 'qwen_vl') != (backbone is not None):
+            raise ValueError('a qwen_vl layout names its backbone (and only it)')
         self.name = name
+        self.model_type = model_type or name
+        self.family = family
+        self.backbone = backbone
         self.architectures = list(architectures)
         self.auto_map = dict(auto_map)
         self.prefixes = tuple(tuple(p) for p in prefixes)
@@ -76,6 +105,17 @@ class HFLayout:
             if key.startswith(prefix) and rest.rsplit('.', 1)[-1] == official:
                 rest = rest[:-len(official)] + project
         return b + rest
+
+    def canonical(self, file_key: str) -> str:
+        """A key as a file stores it -> the layout's official key. Qwen-VL
+        layouts accept the transformers < 4.52 names of the wrapped
+        ``*ForConditionalGeneration`` (``model.visual.*``,
+        ``model.model.layers.*``; :func:`projects.sa2va.compat.
+        qwen_vl_current_key`); other keys are returned as they are."""
+        if self.family == 'qwen_vl' and file_key.startswith('model.'):
+            from ..compat import qwen_vl_current_key
+            return 'model.' + qwen_vl_current_key(file_key[len('model.'):])
+        return file_key
 
     def to_official(self, key: str) -> str:
         """The project's merged key -> official key (the inverse of
@@ -104,6 +144,25 @@ HF_LAYOUTS: Dict[str, HFLayout] = {
         leaf_renames=(('grounding_encoder.sam2_model.memory_encoder.fuser.',
                        'g_weight', 'gamma'),)),
 }
+#: official ``auto_map`` of the Qwen-VL releases (files of
+#: ``projects/sa2va/hf/models_qwen2_5_vl`` / ``models_qwen3vl``)
+_QWEN_AUTO_MAP = {'AutoConfig': 'configuration_sa2va_chat.Sa2VAChatConfigQwen',
+                  'AutoModel': 'modeling_sa2va_qwen.Sa2VAChatModelQwen',
+                  'AutoModelForCausalLM': 'modeling_sa2va_qwen.Sa2VAChatModelQwen'}
+#: official prefix -> QwenVLChat's merged key prefix (``mllm.model`` is the
+#: transformers model, the official ``Sa2VAChatModelQwen.model``)
+_QWEN_PREFIXES = (('model.model.visual.', 'mllm.model.model.visual.'),
+                  ('model.model.language_model.', 'mllm.model.model.language_model.'),
+                  ('model.lm_head.', 'mllm.model.lm_head.'),
+                  ('grounding_encoder.sam2_model.', 'grounding_encoder.'),
+                  ('text_hidden_fcs.', 'text_hidden_fcs.'))
+for _backbone in ('qwen2_5_vl', 'qwen3_vl'):
+    # Sa2VA-Qwen2_5-VL-3B/7B and Sa2VA-Qwen3-VL-2B/4B
+    HF_LAYOUTS[f'sa2va_{_backbone}'] = HFLayout(
+        name=f'sa2va_{_backbone}', model_type='sa2va_chat', family='qwen_vl',
+        backbone=_backbone, architectures=['Sa2VAChatModelQwen'],
+        auto_map=_QWEN_AUTO_MAP, prefixes=_QWEN_PREFIXES,
+        leaf_renames=HF_LAYOUTS['sa2va_chat'].leaf_renames)
 
 #: LLM classes the official code builds from ``llm_config.architectures[0]``.
 OFFICIAL_LLM_ARCHITECTURES = ('Qwen2ForCausalLM', 'InternLM2ForCausalLM',
@@ -145,14 +204,35 @@ def template_to_official(template) -> str:
 
 
 def layout_of(config: Dict[str, Any], where: str = 'config.json') -> HFLayout:
-    """The layout of a released ``config.json`` dict (by ``model_type`` and
-    ``architectures``)."""
-    layout = HF_LAYOUTS.get(config.get('model_type'))
-    if layout is None or list(config.get('architectures') or []) != layout.architectures:
+    """The layout of a released ``config.json`` dict (by ``model_type``,
+    ``architectures`` and, for Qwen-VL, ``text_config.model_type``)."""
+    hits = [lay for lay in HF_LAYOUTS.values()
+            if lay.model_type == config.get('model_type')
+            and list(config.get('architectures') or []) == lay.architectures]
+    if not hits:
         raise ValueError(f'{where}: model_type {config.get("model_type")!r} / '
                          f'architectures {config.get("architectures")} is not a known Sa2VA '
                          f'release layout ({sorted(HF_LAYOUTS)})')
-    return layout
+    if hits[0].family == 'internvl':
+        return hits[0]
+    text_type = (config.get('text_config') or {}).get('model_type')
+    for lay in hits:
+        if text_type == f'{lay.backbone}_text':
+            return lay
+    raise ValueError(f'{where}: text_config.model_type {text_type!r} is none of the '
+                     f'Sa2VA-Qwen backbones ({[f"{h.backbone}_text" for h in hits]})')
+
+
+def layout_for_model(model) -> HFLayout:
+    """The layout a built ``Sa2VAModel`` exports to: a ``QwenVLChat`` MLLM
+    -> its backbone's Qwen layout, else ``sa2va_chat``."""
+    backbone = getattr(model.mllm, 'model_type', None)
+    if type(model.mllm).__name__ == 'QwenVLChat':
+        for lay in HF_LAYOUTS.values():
+            if lay.backbone == backbone:
+                return lay
+        raise ValueError(f'no Hugging Face layout for the Qwen-VL backbone {backbone!r}')
+    return HF_LAYOUTS['sa2va_chat']
 
 
 def read_hf_config(hf_dir: str) -> Tuple[Dict[str, Any], HFLayout]:
@@ -173,6 +253,10 @@ def read_hf_config(hf_dir: str) -> Tuple[Dict[str, Any], HFLayout]:
     with open(path, encoding='utf-8') as f:
         cfg = json.load(f)
     layout = layout_of(cfg, path)
+    if layout.family == 'qwen_vl':
+        from .qwen_vl import check_qwen_vl_config
+        check_qwen_vl_config(cfg, path)
+        return cfg, layout
     for key in ('vision_config', 'llm_config', 'template', 'downsample_ratio'):
         if key not in cfg:
             raise ValueError(f'{path}: missing field {key!r}')

@@ -371,7 +371,8 @@ class Sa2VAModel(BaseModel):
         Args:
             path: ``.pth`` / ``.pt`` (a state dict, or ``{'state_dict': ...}``
                 as mmengine / xtuner save it) or ``.safetensors``.
-            revise_keys: regex rewrites applied in order to every key.
+            revise_keys: regex rewrites applied in order to every key the
+                model does not have as it is.
 
         Returns:
             the model keys that were loaded (sorted).
@@ -389,12 +390,13 @@ class Sa2VAModel(BaseModel):
             state = safe_torch_load(str(path))  # weights-only, errors name it
             if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
                 state = state['state_dict']
+        own = super().state_dict()
         revised = {}
         for key, value in state.items():
-            for pattern, repl in revise_keys:
-                key = re.sub(pattern, repl, key)
+            if key not in own:  # a key the model has is never rewritten
+                for pattern, repl in revise_keys:   # (QwenVLChat's own keys
+                    key = re.sub(pattern, repl, key)  # start with mllm.model.)
             revised[key] = value
-        own = super().state_dict()
         revised = self._split_whole_embeddings(revised, own)
         unknown = sorted(k for k in revised if k not in own)
         misshaped = sorted(f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}'
