@@ -158,3 +158,107 @@ def test_video_step_errors_and_text_only():
     with pytest.raises(RecordError, match='differ in size'):
         QwenVLVideoInput('qwen3_vl').transform({'frames': _frames(1, 64, 64)
                                                 + _frames(1, 64, 96)})
+
+
+# ------------------------------------------------------------ the model
+def _need(model_type):
+    import transformers
+    from projects.sa2va.models.qwen_vl import QWEN_VL_CLASSES
+    if not hasattr(transformers, QWEN_VL_CLASSES[model_type]):
+        pytest.skip(f'{QWEN_VL_CLASSES[model_type]} is not in transformers '
+                    f'{transformers.__version__} (Qwen-VL needs the current stack)')
+
+
+@pytest.fixture(scope='module')
+def qwen_tok():
+    from projects.sa2va.tokenization import add_special_tokens
+    tok = _qwen_tokenizer()
+    add_special_tokens(tok)
+    return tok
+
+
+def _chat(model_type, tok):
+    from projects.sa2va.models.qwen_vl import QwenVLChat, tiny_qwen_vl_config
+    torch.manual_seed(0)
+    return QwenVLChat(config=tiny_qwen_vl_config(model_type, len(tok)), tokenizer=tok).eval()
+
+
+def _step(model_type, mode, **kw):
+    f = 2 * QWEN_VL_PRESETS[model_type]['patch_size']
+    return QwenVLVideoInput(model_type, mode, min_pixels=f * f, max_pixels=6 * f * f, **kw)
+
+
+def _official_logits(chat, ids, **vision):
+    """``*ForConditionalGeneration.forward`` with the processor's modality
+    ids (image pad 1, video pad 2), no visual prompts."""
+    types = (ids == chat.image_token_id).int() + 2 * (ids == chat.video_token_id).int()
+    with torch.no_grad():
+        return chat.hf_model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             mm_token_type_ids=types, **vision).logits
+
+
+@pytest.mark.parametrize('model_type', BACKBONES)
+def test_spliced_forward_equals_the_official_forward(model_type, qwen_tok):
+    """Images (two sizes), 'frames' video (5 image blocks), native video
+    (odd count; Qwen3-VL timestamps) and image + video in one sequence: our
+    forward's logits equal transformers' own forward within 1e-5."""
+    _need(model_type)
+    chat = _chat(model_type, qwen_tok)
+    enc = lambda text: torch.tensor([qwen_tok.encode(text, add_special_tokens=False)])  # noqa
+    start, pad, end = qwen_tok.convert_ids_to_tokens(
+        [chat.vision_start_id, chat.image_token_id, chat.vision_end_id])
+    frames = _frames(5, 70, 100, seed=7)
+    per_frame = _step(model_type, 'frames').transform({'frames': list(frames)})
+    pairs = _step(model_type, 'temporal_pairs', fps=2.0).transform(
+        {'frames': list(frames), 'frame_indices': [0, 2, 4, 6, 8], 'num_video_frames': 10})
+    a = _step(model_type, 'frames').transform({'frames': _frames(1, 90, 130, seed=8)})
+    b = _step(model_type, 'frames').transform({'frames': _frames(1, 60, 60, seed=9)})
+    img = lambda out: start + pad * out['num_frame_tokens'] + end  # noqa
+    video = dict(pixel_values_videos=pairs['pixel_values_videos'],
+                 video_grid_thw=pairs['video_grid_thw'])
+    if model_type == 'qwen2_5_vl':
+        video['second_per_grid_ts'] = pairs['second_per_grid_ts']
+        assert float(pairs['second_per_grid_ts']) == pytest.approx(2 / (5 / 10 * 2.0))
+    images = dict(pixel_values=torch.cat([a['pixel_values'], b['pixel_values']]),
+                  image_grid_thw=torch.cat([a['image_grid_thw'], b['image_grid_thw']]))
+    cases = {
+        'images': (f'the {img(a)} red {img(b)} ball', images),
+        'frames': ('the video\n' + '\n'.join([img(per_frame)] * 5) + ' is here',
+                   dict(pixel_values=per_frame['pixel_values'],
+                        image_grid_thw=per_frame['image_grid_thw'])),
+        'video': (f'a {pairs["video_token_text"]} red ball', video),
+        'both': (f'a {img(a)} and {pairs["video_token_text"]} ball',
+                 dict(pixel_values=a['pixel_values'], image_grid_thw=a['image_grid_thw'],
+                      **video)),
+    }
+    for name, (text, vision) in cases.items():
+        ids = enc(text)
+        ref = _official_logits(chat, ids, **vision)
+        with torch.no_grad():
+            ours = chat(ids, attention_mask=torch.ones_like(ids), **vision)
+        torch.testing.assert_close(ours.logits, ref, atol=1e-5, rtol=1e-5, msg=name)
+        assert not torch.equal(ours.logits, _official_logits(chat, ids)), name  # vision matters
+    # 'frames': one block per frame, positions from get_rope_index over the 5 images
+    ids = enc(cases['frames'][0])
+    inputs = chat.build_inputs(ids, attention_mask=torch.ones_like(ids), **cases['frames'][1])
+    assert int((ids == chat.image_token_id).sum()) == 5 * per_frame['num_frame_tokens']
+    ref_pos, _ = chat.hf_model.model.get_rope_index(
+        ids, mm_token_type_ids=(ids == chat.image_token_id).int(),
+        image_grid_thw=per_frame['image_grid_thw'])
+    assert torch.equal(inputs['position_ids'], ref_pos)
+    first = int((ids[0] == chat.image_token_id).nonzero()[0])
+    assert inputs['position_ids'][0, 0, first] == first  # a frame's time index: its start
+
+
+@pytest.mark.parametrize('model_type', BACKBONES)
+def test_video_token_count_mismatch_raises(model_type, qwen_tok):
+    _need(model_type)
+    chat = _chat(model_type, qwen_tok)
+    out = _step(model_type, 'temporal_pairs', fps=1.0).transform({'frames': _frames(2, 64, 64)})
+    text = out['video_token_text'].replace('<|video_pad|>', '', 1)
+    ids = torch.tensor([qwen_tok.encode(text, add_special_tokens=False)])
+    with pytest.raises(ValueError, match='video_pad'):
+        chat.build_inputs(ids, pixel_values_videos=out['pixel_values_videos'],
+                          video_grid_thw=out['video_grid_thw'])
+    with pytest.raises(ValueError, match='without video_grid_thw'):
+        chat.build_inputs(ids, pixel_values_videos=out['pixel_values_videos'])

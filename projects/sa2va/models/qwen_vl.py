@@ -37,6 +37,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..constants import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
 from ..registry import MODELS
+from ..transforms.qwen_vl_video import QWEN_VIDEO_TOKENS
 from .internvl.visual_prompt import merge_vision_embeddings
 
 #: model_type -> transformers class name.
@@ -112,6 +113,7 @@ class QwenVLChat(nn.Module):
             from ..compat import enable_activation_checkpointing
             enable_activation_checkpointing(self.model)
         self.image_token_id = self.vision_start_id = self.vision_end_id = None
+        self.video_token_id = None
         if tokenizer is not None:
             self.prepare_for_tokenizer(tokenizer)
         self.freeze(vision=freeze_vision, llm=freeze_llm, mlp1=freeze_mlp1)
@@ -169,6 +171,10 @@ class QwenVLChat(nn.Module):
         self.vision_start_id, self.vision_end_id, self.image_token_id = ids
         self.config.image_token_id = self.image_token_id
         self.config.vision_start_token_id = self.vision_start_id
+        video = tokenizer.convert_tokens_to_ids(QWEN_VIDEO_TOKENS[1])
+        self.video_token_id = None if video in (None, tokenizer.unk_token_id) else video
+        if self.video_token_id is not None:
+            self.config.video_token_id = self.video_token_id
         old = self.get_input_embeddings().num_embeddings
         new = len(tokenizer)
         if new <= old:
@@ -220,15 +226,26 @@ class QwenVLChat(nn.Module):
 
     def build_inputs(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None,
                      image_flags=None, vp_overall_mask=None, prompt_masks=None,
-                     attention_mask=None) -> dict:
+                     attention_mask=None, pixel_values_videos=None, video_grid_thw=None,
+                     second_per_grid_ts=None) -> dict:
         """Spliced embeddings and position ids.
+
+        Images: ``pixel_values (n_patches, 3 * 2 * p * p)``, ``image_grid_thw
+        (n_images, 3)`` (a video in ``'frames'`` mode is one image per frame).
+        Native video (``'temporal_pairs'``): ``pixel_values_videos
+        (n_video_patches, 3 * 2 * p * p)``, ``video_grid_thw (n_videos, 3)``,
+        Qwen2.5-VL ``second_per_grid_ts (n_videos,)`` float (rotary time
+        step); every ``<|video_pad|>`` position takes the next video token
+        (``get_video_features`` rows, in order).
 
         Returns:
             dict with ``inputs_embeds (B, L, D)``, ``position_ids (3, B, L)``
-            (1-D positions repeated when the batch has no image), and for
-            Qwen3-VL ``visual_pos_masks (B, L) bool`` /
-            ``deepstack_visual_embeds`` (per deepstack layer ``(n_img_tok,
-            D)``) when there are images.
+            (from ``get_rope_index``: image-block tokens are modality 1,
+            ``<|video_pad|>`` 2, the rest text; 1-D positions repeated when
+            the batch has neither), and for Qwen3-VL ``visual_pos_masks (B,
+            L) bool`` / ``deepstack_visual_embeds`` (per deepstack layer
+            ``(n_visual_tokens, D)`` in sequence order) when there are images
+            or video.
         """
         if self.image_token_id is None:
             raise ValueError('call prepare_for_tokenizer() (or give tokenizer=) first')
@@ -236,6 +253,7 @@ class QwenVLChat(nn.Module):
         embeds = self.get_input_embeddings()(input_ids)
         out: dict = {}
         block = self._image_block_mask(input_ids)
+        deep_parts = []  # (positions (B, L) bool, per-layer features)
         if pixel_values is None:
             embeds = merge_vision_embeddings(embeds, input_ids, None, None, self.image_token_id)
             kept_grid = None
@@ -252,33 +270,86 @@ class QwenVLChat(nn.Module):
             kept_grid = image_grid_thw[keep.to(image_grid_thw.device)]
             n_block = [int(b.shape[0]) for b, k in zip(blocks, keep.tolist()) if k]
             if int(block.sum()) != sum(n_block):
-                raise ValueError(f'{int(block.sum())} <IMG_CONTEXT> positions inside <img> '
+                raise ValueError(f'{int(block.sum())} <|image_pad|> positions inside image '
                                  f'blocks but the kept images have {sum(n_block)} tokens')
-            deep = getattr(vis, 'deepstack_features', None)
-            if deep:
+            if getattr(vis, 'deepstack_features', None):
                 kept = keep.nonzero().flatten().tolist()
-                out['visual_pos_masks'] = block
-                out['deepstack_visual_embeds'] = [
-                    torch.cat([layer[i] for i in kept]).to(embeds.dtype) for layer in deep]
+                deep_parts.append((block, [torch.cat([layer[i] for i in kept])
+                                           for layer in vis.deepstack_features]))
+        video = self._video_positions(input_ids, pixel_values_videos, video_grid_thw)
+        if video is not None:
+            vis = hf.model.get_video_features(pixel_values_videos, video_grid_thw,
+                                              return_dict=True)
+            feats = torch.cat(list(vis.pooler_output)).to(embeds.dtype)
+            if int(video.sum()) != feats.shape[0]:
+                raise ValueError(f'{int(video.sum())} <|video_pad|> positions but the videos '
+                                 f'(video_grid_thw {video_grid_thw.tolist()}) have '
+                                 f'{feats.shape[0]} tokens')
+            embeds = embeds.masked_scatter(video[..., None].to(embeds.device), feats)
+            if getattr(vis, 'deepstack_features', None):
+                deep_parts.append((video, [torch.cat(list(layer))
+                                           for layer in vis.deepstack_features]))
+        if deep_parts:
+            out['visual_pos_masks'], out['deepstack_visual_embeds'] = \
+                self._joint_deepstack(deep_parts, embeds.dtype)
         out['inputs_embeds'] = embeds
-        if kept_grid is not None and kept_grid.shape[0]:
+        has_images = kept_grid is not None and kept_grid.shape[0] > 0
+        if has_images or video is not None:
+            types = block.int() + (2 * video.int() if video is not None else 0)
+            extra = {} if second_per_grid_ts is None else dict(
+                second_per_grid_ts=second_per_grid_ts.reshape(-1).tolist())
             out['position_ids'], _ = hf.model.get_rope_index(
-                input_ids, mm_token_type_ids=block.int(), image_grid_thw=kept_grid,
-                attention_mask=attention_mask)
+                input_ids, mm_token_type_ids=types,
+                image_grid_thw=kept_grid if has_images else None,
+                video_grid_thw=video_grid_thw if video is not None else None,
+                attention_mask=attention_mask, **extra)
         else:
             n = attention_mask.long().cumsum(1) - 1 if attention_mask is not None else \
                 torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
             out['position_ids'] = n.clamp(min=0)[None].expand(3, -1, -1)
         return out
 
+    def _video_positions(self, input_ids, pixel_values_videos, video_grid_thw):
+        """``(B, L) bool`` of the ``<|video_pad|>`` positions, or None without
+        video; raises when the inputs or the tokenizer cannot carry video."""
+        if pixel_values_videos is None:
+            if video_grid_thw is not None:
+                raise ValueError('video_grid_thw without pixel_values_videos')
+            return None
+        if video_grid_thw is None:
+            raise ValueError('pixel_values_videos without video_grid_thw')
+        if getattr(self, 'video_token_id', None) is None:
+            raise ValueError(f'video input but the tokenizer has no {QWEN_VIDEO_TOKENS[1]} '
+                             f'token (prepare_for_tokenizer)')
+        return input_ids == self.video_token_id
+
+    @staticmethod
+    def _joint_deepstack(parts, dtype):
+        """Qwen3-VL deepstack features of images and videos in sequence
+        order: ``visual_pos_masks (B, L)`` (the union) and per layer ``(n,
+        D)`` rows for its True positions."""
+        union = parts[0][0]
+        for mask, _ in parts[1:]:
+            union = union | mask
+        layers = []
+        for i in range(len(parts[0][1])):
+            feats = [f[i] for _, f in parts]
+            joint = feats[0].new_zeros(int(union.sum()), feats[0].shape[-1])
+            for (mask, _), f in zip(parts, feats):
+                joint[mask[union]] = f.to(joint.dtype)
+            layers.append(joint.to(dtype))
+        return union, layers
+
     def forward(self, input_ids: torch.Tensor, pixel_values=None, attention_mask=None,
                 position_ids=None, image_flags=None, labels=None, prompt_masks=None,
                 vp_overall_mask=None, image_grid_thw=None, output_hidden_states=None,
-                use_cache=None, **kwargs) -> CausalLMOutputWithPast:
+                use_cache=None, pixel_values_videos=None, video_grid_thw=None,
+                second_per_grid_ts=None, **kwargs) -> CausalLMOutputWithPast:
         """Training / scoring forward.
 
         ``position_ids`` from the collate (1-D) are replaced by the
-        multimodal ones (:meth:`build_inputs`). Returns ``loss`` (scalar,
+        multimodal ones (:meth:`build_inputs`, which also takes the video
+        inputs). Returns ``loss`` (scalar,
         with labels: transformers' causal-LM loss), ``logits (B, L, V)``,
         ``hidden_states = (last hidden state (B, L, D),)``.
         """
@@ -287,7 +358,8 @@ class QwenVLChat(nn.Module):
         if attention_mask is not None:
             attention_mask = attention_mask.long()
         inputs = self.build_inputs(input_ids, pixel_values, image_grid_thw, image_flags,
-                                   vp_overall_mask, prompt_masks, attention_mask)
+                                   vp_overall_mask, prompt_masks, attention_mask,
+                                   pixel_values_videos, video_grid_thw, second_per_grid_ts)
         hf = self.hf_model
         text = hf.model.language_model(attention_mask=attention_mask, use_cache=False,
                                        **inputs)
@@ -303,6 +375,7 @@ class QwenVLChat(nn.Module):
     def generate(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None,
                  image_flags=None, vp_overall_mask=None, prompt_masks=None,
                  max_new_tokens: int = 32, eos_token_id=None, do_sample: bool = False,
+                 pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None,
                  **unused_generate_kwargs) -> SimpleNamespace:
         """Greedy decoding with a KV cache from the spliced prompt.
 
@@ -313,6 +386,7 @@ class QwenVLChat(nn.Module):
 
         Args:
             input_ids: ``(1, L)`` long, one prompt.
+            pixel_values ... second_per_grid_ts: as in :meth:`build_inputs`.
             max_new_tokens, eos_token_id (int or list): stopping rule.
             do_sample: only False (greedy) is supported; True raises.
 
@@ -333,7 +407,8 @@ class QwenVLChat(nn.Module):
         hf = self.hf_model
         text_model = hf.model.language_model
         inputs = self.build_inputs(input_ids, pixel_values, image_grid_thw, image_flags,
-                                   vp_overall_mask, prompt_masks)
+                                   vp_overall_mask, prompt_masks, None, pixel_values_videos,
+                                   video_grid_thw, second_per_grid_ts)
         cache = DynamicCache(config=hf.config.text_config)
         out = text_model(use_cache=True, **cache_kwargs(hf, cache), **inputs)
         next_pos = int(inputs['position_ids'].max()) + 1

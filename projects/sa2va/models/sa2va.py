@@ -478,6 +478,9 @@ class Sa2VAModel(BaseModel):
                 grounding_index: Optional[Sequence[int]] = None,
                 ori_sizes: Optional[Sequence[Tuple[int, int]]] = None,
                 image_grid_thw: Optional[Tensor] = None,
+                pixel_values_videos: Optional[Tensor] = None,
+                video_grid_thw: Optional[Tensor] = None,
+                second_per_grid_ts: Optional[Tensor] = None,
                 data_samples=None, mode: str = 'loss', **kwargs):
         """Forward of a collated, pre-processed batch.
 
@@ -502,6 +505,9 @@ class Sa2VAModel(BaseModel):
                 (``QwenVLChat``: ``pixel_values`` are then its flattened
                 patches, prompt_masks ``(n_obj, gh, gw)`` on each image's
                 merged grid); None for InternVL.
+            pixel_values_videos, video_grid_thw, second_per_grid_ts: a
+                Qwen-VL native video batch (``QwenVLVideoInput(video_mode=
+                'temporal_pairs')``), passed to ``QwenVLChat``; None otherwise.
             mode: 'loss' -> dict of losses and counters; 'predict' -> list
                 (one per grounding sample) of dicts with ``pred_masks
                 (n_obj, T, H, W) bool`` at the original size and
@@ -530,7 +536,11 @@ class Sa2VAModel(BaseModel):
                         prompt_masks=prompt_masks or None,
                         vp_overall_mask=vp_overall_mask if prompt_masks else None,
                         output_hidden_states=True, use_cache=False,
-                        **({} if image_grid_thw is None else {'image_grid_thw': image_grid_thw}))
+                        **{k: v for k, v in (('image_grid_thw', image_grid_thw),
+                                             ('pixel_values_videos', pixel_values_videos),
+                                             ('video_grid_thw', video_grid_thw),
+                                             ('second_per_grid_ts', second_per_grid_ts))
+                           if v is not None})
         hidden = out.hidden_states[-1]
         has_masks = bool(masks) or bool(frames_per_batch)
         if has_masks:
