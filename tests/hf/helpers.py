@@ -100,11 +100,8 @@ def check_released_manifest(released: dict, internvl: dict, recipe: Path, tokeni
     the ``internvl`` manifest's config with the released vocabulary, with the same shape, and
     back; tensor and parameter counts as the manifest says."""
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope, MODELS
 
-    from projects.sa2va.evaluation.export import merged_key
     from projects.sa2va.hf import HF_LAYOUTS
-    from projects.sa2va.hf.convert import is_adapter_key
     config = {k: internvl[k] for k in INTERNVL_CONFIG_KEYS}
     config['llm_config'] = dict(config['llm_config'], vocab_size=released['vocab_size'])
     model_cfg = dict(Config.fromfile(str(recipe)).model.to_dict(),
@@ -113,11 +110,22 @@ def check_released_manifest(released: dict, internvl: dict, recipe: Path, tokeni
                              gradient_checkpointing=False)
     del model_cfg['mllm']['model_path']
     model_cfg['grounding_encoder'] = dict(model_cfg['grounding_encoder'], checkpoint=None)
+    assert_manifest_maps(released, model_cfg, HF_LAYOUTS['sa2va_chat'])
+
+
+def assert_manifest_maps(released: dict, model_cfg: dict, layout):
+    """Build ``model_cfg`` weightless on the meta device; every key of the
+    ``released`` manifest maps (``layout``) to exactly one of its merged keys
+    (adapters aside) with the same shape, and back; tensor and parameter
+    counts as the manifest says. Returns the model."""
+    from mmengine.registry import DefaultScope, MODELS
+
+    from projects.sa2va.evaluation.export import merged_key
+    from projects.sa2va.hf.convert import is_adapter_key
     with torch.device('meta'), DefaultScope.overwrite_default_scope('sa2va'):
         model = MODELS.build(model_cfg)
     own = {merged_key(k): tuple(v.shape) for k, v in
            model.state_dict(trainable_only=False).items() if not is_adapter_key(k)}
-    layout = HF_LAYOUTS['sa2va_chat']
     mapped = {}
     for key, shape in released['params'].items():
         project = layout.to_project(key)
@@ -125,6 +133,8 @@ def check_released_manifest(released: dict, internvl: dict, recipe: Path, tokeni
         assert project not in mapped, (key, mapped.get(project))
         mapped[project] = key
         assert own.get(project) == tuple(shape), (key, project)
-    assert set(mapped) == set(own)
+    assert set(mapped) == set(own), (sorted(set(own) - set(mapped))[:5],
+                                     sorted(set(mapped) - set(own))[:5])
     assert len(own) == released['num_tensors']
     assert sum(int(torch.Size(s).numel()) for s in own.values()) == released['total_params']
+    return model

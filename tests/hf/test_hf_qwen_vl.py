@@ -247,3 +247,39 @@ def test_config_json_picks_the_backbone_layout(exported, tmp_path):
         'qwen3_vl'
     with pytest.raises(ValueError, match='qwen2_vl_text'):
         layout_of(dict(cfg, text_config=dict(cfg['text_config'], model_type='qwen2_vl_text')))
+
+
+RECIPES = {'Sa2VA-Qwen2_5-VL-3B': 'sa2va_qwen2_5_vl_3b.py',
+           'Sa2VA-Qwen2_5-VL-7B': 'sa2va_qwen2_5_vl_7b.py',
+           'Sa2VA-Qwen3-VL-2B': 'sa2va_qwen3_vl_2b.py',
+           'Sa2VA-Qwen3-VL-4B': 'sa2va_qwen3_vl_4b.py'}
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_released_manifest_maps_to_the_recipe_model(name, qwen_tokenizer_dir):
+    """Every key of the Sa2VA-Qwen manifest (tests/manifests/sa2va_qwen, derived from the
+    public configs by make_sa2va_qwen_manifests.py) maps to exactly one key of the recipe's
+    full-size training model (LoRA r 128 on, built on the meta device from the released
+    config.json fields through the import path), with the same shape, and back."""
+    from mmengine.config import Config
+
+    from projects.sa2va.hf import HF_LAYOUTS
+    from projects.sa2va.hf.layout import layout_of
+    from projects.sa2va.hf.qwen_vl import qwen_vl_config_from_hf
+
+    from .helpers import assert_manifest_maps
+    released = json.loads((REPO_ROOT / 'tests' / 'manifests' / 'sa2va_qwen'
+                           / f'{name}.json').read_text())
+    _need(released['backbone'])
+    layout = layout_of(released['config'])
+    assert layout is HF_LAYOUTS[f'sa2va_{released["backbone"]}']
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / RECIPES[name]))
+    assert cfg.model.mllm.llm_lora.r == 128
+    assert cfg.qwen_vl_text_settings.template == released['config']['template']
+    model_cfg = dict(cfg.model.to_dict(), tokenizer=str(qwen_tokenizer_dir), pretrained_pth=None)
+    model_cfg['mllm'] = dict(model_cfg['mllm'], torch_dtype=None, gradient_checkpointing=False,
+                             config=qwen_vl_config_from_hf(released['config'], layout.backbone))
+    del model_cfg['mllm']['model_path']
+    model_cfg['grounding_encoder'] = dict(model_cfg['grounding_encoder'], checkpoint=None)
+    model = assert_manifest_maps(released, model_cfg, layout)
+    assert model.mllm.get_input_embeddings().weight.shape[0] == released['vocab_size']

@@ -109,10 +109,7 @@ def main():
                         total_params=sum(counts.values()), sources=SOURCES,
                         unverified=UNVERIFIED if 'InternVL3_5' in name else [],
                         params=params)
-        out = HERE / 'internvl3' / f'{name}.json'
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(manifest, indent=1) + '\n')
-        print(out, len(params), manifest['total_params'], file=sys.stderr)
+        write_manifest('internvl3', manifest)
     sa2va_manifest('InternVL3-8B', 'Sa2VA-InternVL3-8B')
 
 
@@ -145,10 +142,15 @@ def sa2va_manifest(base_name, name):
         param_counts=counts, total_params=sum(counts.values()),
         derived='not read from the released files: see make_internvl3_manifests.py',
         params=params)
-    out = HERE / 'sa2va_hf' / f'{name}.json'
+    write_manifest('sa2va_hf', manifest)
+
+
+def write_manifest(subdir, manifest):
+    """``<subdir>/<manifest['model']>.json`` beside this script (one space indent)."""
+    out = HERE / subdir / f'{manifest["model"]}.json'
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(manifest, indent=1) + '\n')
-    print(out, len(params), manifest['total_params'], file=sys.stderr)
+    print(out, manifest['num_tensors'], manifest['total_params'], file=sys.stderr)
 
 
 if __name__ == '__main__':
