@@ -262,3 +262,45 @@ def test_video_token_count_mismatch_raises(model_type, qwen_tok):
                           video_grid_thw=out['video_grid_thw'])
     with pytest.raises(ValueError, match='without video_grid_thw'):
         chat.build_inputs(ids, pixel_values_videos=out['pixel_values_videos'])
+
+
+@pytest.mark.parametrize('model_type', BACKBONES)
+def test_generation_with_video_matches_the_forward(model_type, qwen_tok):
+    """Cached greedy generation from a native-video prompt: the tokens are
+    the forward's argmax over prompt + answer (video rope and deepstack in
+    the prompt pass, new tokens after the largest position)."""
+    _need(model_type)
+    chat = _chat(model_type, qwen_tok)
+    out = _step(model_type, 'temporal_pairs', fps=2.0).transform({'frames': _frames(3, 64, 96)})
+    kw = {k: out[k] for k in ('pixel_values_videos', 'video_grid_thw', 'second_per_grid_ts')
+          if k in out}
+    prompt = torch.tensor([qwen_tok.encode('the ' + out['video_token_text'] + ' ball is',
+                                           add_special_tokens=False)])
+    gen = chat.generate(prompt, max_new_tokens=4, **kw)
+    new = gen.sequences[0]
+    full = torch.cat([prompt[0], new[:-1]])[None]
+    with torch.no_grad():
+        ref = chat(full, attention_mask=torch.ones_like(full), **kw)
+    n = prompt.shape[1]
+    assert ref.logits[0, n - 1:].argmax(-1).tolist() == new.tolist()
+    torch.testing.assert_close(gen.hidden_states[-1][0][0, -1], ref.hidden_states[0][0, -1],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_collate_video_keys_and_their_errors():
+    from projects.sa2va.datasets import sa2va_qwen_vl_collate_fn
+    ids = dict(input_ids=torch.tensor([1, 2, 3]), labels=torch.tensor([-100, 2, 3]))
+    out = QwenVLVideoInput('qwen2_5_vl', 'temporal_pairs', min_pixels=28 * 28,
+                           max_pixels=4 * 28 * 28, fps=2.0).transform({'frames': _frames(3, 56, 56)})
+    video = {k: out[k] for k in ('pixel_values_videos', 'video_grid_thw', 'second_per_grid_ts')}
+    batch = sa2va_qwen_vl_collate_fn([dict(ids, **video), dict(ids), dict(ids, **video)])
+    assert batch['video_grid_thw'].tolist() == [[2, 4, 4]] * 2
+    assert batch['pixel_values_videos'].shape == (64, 3 * 2 * 14 * 14)
+    assert batch['second_per_grid_ts'].tolist() == [1.0, 1.0]
+    assert 'pixel_values' not in batch
+    bad = dict(video, pixel_values_videos=video['pixel_values_videos'][:-4])
+    with pytest.raises(ValueError, match='sample 1: pixel_values_videos'):
+        sa2va_qwen_vl_collate_fn([dict(ids, **video), dict(ids, **bad)])
+    no_sec = {k: v for k, v in video.items() if k != 'second_per_grid_ts'}
+    with pytest.raises(ValueError, match='some videos'):
+        sa2va_qwen_vl_collate_fn([dict(ids, **video), dict(ids, **no_sec)])
