@@ -24,9 +24,35 @@
 # recipe's (./sa2va_4b.py: the same SAM2TrainRunner, DiceLoss / CE values and
 # 12544 points in the official config). Not taken over: flash-attention-2
 # (attn_implementation is transformers' default here: SDPA).
+#
+# Data (an experiment passes these to train_dataloader, see
+# configs/sa2va_qwen2_5_vl_3b.py):
+# - `qwen_vl_pipeline_swaps`: the mix's pipeline_swaps (DynamicTiles dropped,
+#   ImagesToTensor -> QwenVLImageInput / QwenVLVideoInput, PoolPromptMasks ->
+#   QwenVLPoolPromptMasks, MaskCaptionOutputs -> QwenVLMaskCaptionOutputs)
+#   with the official pixel budgets of datasets/base.py: an image
+#   512..2048 x 28 x 28 px (min/max_pixels_single), each video frame
+#   128..512 x 28 x 28 px (min/max_pixels_multi) as its own image block
+#   (video_mode='frames'). Qwen3-VL gets the same pixel numbers (its 32 px
+#   merged cells: 392..1568 tokens per image, Qwen2.5-VL 512..2048);
+# - `qwen_vl_text_settings`: the text steps' settings for every dataset
+#   (template = "qwen_chat", max_length = 8192, Qwen's image tokens, the
+#   checkpoint's tokenizer);
+# - `qwen_vl_collate_fn`: the Qwen-VL collate, pad <|endoftext|> = 151643.
 _base_ = ['./sa2va_4b.py']
 
+from projects.sa2va.transforms.qwen_vl import qwen_vl_pipeline_swaps as _swaps  # noqa: E402
+
 sa2va_qwen_vl_path = './pretrained/Qwen2.5-VL-3B-Instruct'
+qwen_vl_backbone = 'qwen2_5_vl'
+qwen_vl_image_pixels = dict(min_pixels=512 * 28 * 28, max_pixels=2048 * 28 * 28)
+qwen_vl_frame_pixels = dict(video_mode='frames', min_pixels=128 * 28 * 28,
+                            max_pixels=512 * 28 * 28)
+qwen_vl_pipeline_swaps = _swaps(qwen_vl_backbone, video=qwen_vl_frame_pixels,
+                                **qwen_vl_image_pixels)
+qwen_vl_text_settings = dict(tokenizer=sa2va_qwen_vl_path, template='qwen_chat',
+                             max_length=8192, image_tokens='qwen_vl')
+qwen_vl_collate_fn = dict(type='sa2va.sa2va_qwen_vl_collate_fn', pad_index=151643)
 
 model = dict(
     mllm=dict(

@@ -1,0 +1,270 @@
+"""The full-size Sa2VA-Qwen recipes: ``configs/sa2va_qwen2_5_vl_{3b,7b}.py`` and
+``configs/sa2va_qwen3_vl_{2b,4b}.py`` (values of bytedance/Sa2VA's
+``sa2va_qwenvl25/sa2va_qwen25_{3b,7b}.py`` and ``sa2va_qwenvl3/sa2va_qwen3_4b.py``).
+
+* every recipe value, the Qwen3-VL ones equal to their model base;
+* the training model, built weightless on the meta device from a local directory holding
+  the released ``config.json`` values (``tests/manifests/qwen_vl_public_configs.py``),
+  trains exactly the intended set: LoRA r 128 on the 7 linears of every text decoder
+  layer, the whole embedding and lm_head (one matrix when tied), ``text_hidden_fcs``, the
+  SAM2 mask decoder without its unreachable heads; the vision tower and its merger(s)
+  frozen (needs transformers >= 4.57: skipped on the legacy stack);
+* the LR the real runner applies from iteration 0 is the 4e-5 schedule;
+* after the mix's ``pipeline_swaps`` every dataset of the six families runs the Qwen-VL
+  steps with the official pixel budgets and the Qwen text settings, and no InternVL
+  image step is left.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+
+# name -> (checkpoint directory, backbone, batch per GPU); accumulate 8 everywhere
+RECIPES = {
+    'sa2va_qwen2_5_vl_3b': ('Qwen2.5-VL-3B-Instruct', 'qwen2_5_vl', 2),
+    'sa2va_qwen2_5_vl_7b': ('Qwen2.5-VL-7B-Instruct', 'qwen2_5_vl', 1),
+    'sa2va_qwen3_vl_2b': ('Qwen3-VL-2B-Instruct', 'qwen3_vl', 1),
+    'sa2va_qwen3_vl_4b': ('Qwen3-VL-4B-Instruct', 'qwen3_vl', 1),
+}
+IMAGE_PIXELS = (512 * 28 * 28, 2048 * 28 * 28)   # datasets/base.py, *_pixels_single
+FRAME_PIXELS = (128 * 28 * 28, 512 * 28 * 28)    # datasets/base.py, *_pixels_multi
+LORA_MODULES = ('self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
+                'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj')
+
+
+def _has_qwen_vl() -> bool:
+    import transformers
+    return hasattr(transformers, 'Qwen3VLForConditionalGeneration')
+
+
+needs_qwen_vl = pytest.mark.skipif(
+    not _has_qwen_vl(), reason='Qwen2.5-VL / Qwen3-VL need transformers >= 4.57 '
+                               '(.venv-current)')
+
+
+def _cfg(name):
+    return Config.fromfile(str(REPO / 'configs' / f'{name}.py'))
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_recipe_values(name):
+    folder, backbone, batch = RECIPES[name]
+    path = f'./pretrained/{folder}'
+    cfg = _cfg(name)
+    mllm = cfg.model.mllm
+    assert mllm.type == 'QwenVLChat' and mllm.model_path == path
+    assert mllm.torch_dtype == 'bfloat16' and mllm.gradient_checkpointing is True
+    # freeze_llm / freeze_visual_encoder (merger included), LoRA on the text decoder
+    assert (mllm.freeze_vision, mllm.freeze_mlp1, mllm.freeze_llm) == (True, True, True)
+    assert mllm.llm_lora == dict(r=128, lora_alpha=256, lora_dropout=0.05)
+    assert cfg.model.tokenizer is None              # the checkpoint's tokenizer
+    assert cfg.model.train_embeddings == 'all'      # modules_to_save embed_tokens, lm_head
+    assert cfg.model.fix_objects == 5               # check_obj_number(fix_number=5)
+    assert cfg.model.grounding_encoder.config == 'sam2_hiera_l'
+    opt = cfg.optim_wrapper
+    assert (opt.type, opt.dtype, opt.accumulative_counts) == ('AmpOptimWrapper', 'bfloat16', 8)
+    assert opt.optimizer == dict(type='AdamW', lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05)
+    assert opt.clip_grad.max_norm == 1.0
+    assert [s.type for s in cfg.param_scheduler] == ['WarmupDecayLR']
+    assert cfg.param_scheduler[0].warmup_ratio == 0.05
+    assert cfg.param_scheduler[0].start_factor == 1e-5 and cfg.param_scheduler[0].eta_min == 0
+    assert cfg.train_cfg == dict(type='EpochBasedTrainLoop', max_epochs=1)
+    loader = cfg.train_dataloader
+    assert loader.batch_size == batch and loader.sampler.per_device_batch_size == batch * 8
+    assert loader.collate_fn == dict(type='sa2va.sa2va_qwen_vl_collate_fn', pad_index=151643)
+    assert cfg.default_hooks.checkpoint.interval == 2000
+    assert cfg.default_hooks.checkpoint.max_keep_ckpts == 2
+    text = dict(tokenizer=path, template='qwen_chat', max_length=8192, image_tokens='qwen_vl')
+    mix = loader.dataset
+    for step in ('EncodeConversation', 'EncodeLLaVAConversation'):
+        assert mix.pipeline_overrides[step] == text
+    # the Sa2VA mix (all six families), not the official list without visual prompts
+    assert mix.datasets == _cfg('sa2va_4b').train_dataloader.dataset.datasets
+    assert cfg.qwen_vl_backbone == backbone
+    assert cfg.qwen_vl_pipeline_swaps == mix.pipeline_swaps
+
+
+@pytest.mark.parametrize('name', ['sa2va_qwen3_vl_2b', 'sa2va_qwen3_vl_4b'])
+def test_qwen3_recipes_equal_their_model_base(name):
+    """The Qwen3-VL recipes inherit the Qwen2.5-VL-3B one; what they change makes them
+    the Qwen3-VL model base (model, image steps), so the two cannot drift apart."""
+    base = Config.fromfile(str(REPO / 'configs/_base_/models/sa2va_qwen3_vl.py'))
+    cfg = _cfg(name)
+    folder = RECIPES[name][0]
+    want = dict(base.model.to_dict(), train_embeddings='all', fix_objects=5)
+    want['mllm'] = dict(want['mllm'], model_path=f'./pretrained/{folder}')
+    assert cfg.model.to_dict() == want
+    assert cfg.qwen_vl_pipeline_swaps == base.qwen_vl_pipeline_swaps
+    assert cfg.train_dataloader.dataset.pipeline_swaps == base.qwen_vl_pipeline_swaps
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_missing_checkpoint_names_its_download(name):
+    from projects.sa2va.downloads import missing_message
+    path = _cfg(name).model.mllm.model_path
+    hub = path.rsplit('/', 1)[1]
+    assert f'huggingface-cli download Qwen/{hub} --local-dir {path}' in missing_message(path)
+
+
+# ------------------------------------------------------------------ model on meta
+def _build_on_meta(name, tmp_path):
+    """The recipe's training model, weightless, its MLLM from a local directory with the
+    released config.json (no hub, no weights); the tokenizer is the tiny Qwen-VL one
+    (shorter than the vocabulary, so the embeddings keep their released size, as with
+    the real tokenizer: 151,665 + 5 Sa2VA tokens < 151,936)."""
+    from mmengine.registry import DefaultScope, MODELS
+    from transformers import AutoConfig
+
+    from projects.sa2va.tokenization import build_tiny_tokenizer
+    from tests.manifests.qwen_vl_public_configs import write_config_dir
+
+    folder = RECIPES[name][0]
+    ckpt = write_config_dir(folder, tmp_path / folder)
+    tok = tmp_path / 'tokenizer'
+    build_tiny_tokenizer(str(tok), image_tokens='qwen_vl')
+    model_cfg = _cfg(name).model.to_dict()
+    mllm = model_cfg['mllm']
+    assert mllm.pop('model_path') == f'./pretrained/{folder}'
+    mllm['config'] = AutoConfig.from_pretrained(str(ckpt)).to_dict()
+    model_cfg.update(tokenizer=str(tok), pretrained_pth=None)
+    model_cfg['grounding_encoder'] = dict(model_cfg['grounding_encoder'], checkpoint=None)
+    with torch.device('meta'), DefaultScope.overwrite_default_scope('sa2va'):
+        return MODELS.build(model_cfg), AutoConfig.from_pretrained(str(ckpt))
+
+
+def _lora_shapes(text) -> dict:
+    """(in, out) of the 7 LoRA targets of one text decoder layer, from config.json."""
+    d, hd = text.hidden_size, getattr(text, 'head_dim', None) or \
+        text.hidden_size // text.num_attention_heads
+    q, kv, inter = text.num_attention_heads * hd, text.num_key_value_heads * hd, \
+        text.intermediate_size
+    return dict(zip(LORA_MODULES, [(d, q), (d, kv), (d, kv), (q, d), (d, inter), (d, inter),
+                                   (inter, d)]))
+
+
+@needs_qwen_vl
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_recipe_model_trains_exactly_the_intended_set(name, tmp_path):
+    model, released = _build_on_meta(name, tmp_path)
+    text = released.get_text_config()
+    hf = model.mllm.hf_model
+    assert type(hf).__name__ == released.architectures[0]
+    assert hf.config.get_text_config().vocab_size == text.vocab_size
+    assert all(p.dtype == torch.bfloat16 for p in hf.model.visual.parameters())
+    assert any(getattr(m, 'gradient_checkpointing', False) for m in hf.modules())
+    trainable = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+
+    lm = 'mllm.model.base_model.model.'
+    want = {}
+    for layer in range(text.num_hidden_layers):
+        for module, (fan_in, fan_out) in _lora_shapes(text).items():
+            stem = f'{lm}model.language_model.layers.{layer}.{module}.lora_'
+            want[stem + 'A.default.weight'] = (128, fan_in)
+            want[stem + 'B.default.weight'] = (fan_out, 128)
+    d, vocab = text.hidden_size, text.vocab_size
+    want[f'{lm}model.language_model.embed_tokens.weight'] = (vocab, d)
+    tied = released.tie_word_embeddings
+    assert (hf.lm_head.weight is hf.get_input_embeddings().weight) is tied
+    if not tied:                  # a tied lm_head is the embedding matrix itself
+        want[f'{lm}lm_head.weight'] = (vocab, d)
+    want.update({'text_hidden_fcs.0.weight': (d, d), 'text_hidden_fcs.0.bias': (d, ),
+                 'text_hidden_fcs.2.weight': (256, d), 'text_hidden_fcs.2.bias': (256, )})
+    decoder = {n: tuple(p.shape) for n, p in model.named_parameters()
+               if n.startswith('grounding_encoder.sam_mask_decoder.')
+               and not re.search(r'iou_prediction_head|pred_obj_score_head', n)}
+    assert len(decoder) > 0
+    want.update(decoder)
+    assert trainable == want
+    # nothing of the vision side, the merger(s) included, nor any norm of the LLM
+    assert not any('.visual.' in n or 'norm' in n for n in trainable if n.startswith('mllm.'))
+
+
+# ------------------------------------------------------------------ LR, real runner
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_lr_through_the_runner_is_the_4e5_schedule(name, tmp_path):
+    """WarmupDecayLR stepped by Sa2VARunner over 40 iterations (one epoch of 40
+    one-item batches): warm-up over iterations 0-1 from 4e-5 x 1e-5 (4e-5 at iteration 1,
+    as mmengine's LinearLR), then the cosine from 4e-5 at iteration 2 towards 0 over 38."""
+    import math
+
+    from tests.tools.test_schedules import expected_lrs, run_schedule
+    cfg = _cfg(name)
+    lrs, base = run_schedule(cfg, tmp_path, 40, dict(cfg.train_cfg))
+    assert base == 4e-5 and len(lrs) == 40
+    assert lrs == pytest.approx(expected_lrs(cfg, 40), rel=1e-6, abs=1e-12)
+    assert lrs[0] == pytest.approx(4e-10)
+    assert lrs[1] == lrs[2] == pytest.approx(4e-5)
+    assert lrs[20] == pytest.approx(4e-5 * 0.5 * (1 + math.cos(math.pi * 18 / 38)))
+    assert lrs[-1] == pytest.approx(4e-5 * 0.5 * (1 + math.cos(math.pi * 37 / 38)))
+
+
+# ------------------------------------------------------------------ data pipelines
+def _leaves(mix: dict, swaps: bool = True) -> list:
+    """Every dataset config of a mix as the mix builds it (nested mixes flattened)."""
+    from projects.sa2va.datasets.mixing import child_configs
+    out = []
+    children = child_configs(
+        mix['datasets'], mix.get('pipeline_defaults'), mix.get('pipeline_overrides'),
+        mix.get('data_root_prefix'), mix.get('dataset_pipeline_overrides'),
+        mix.get('pipeline_swaps') if swaps else None)
+    for child, _ in children:
+        out += _leaves(child, swaps) if 'datasets' in child else [child]
+    return out
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_every_dataset_runs_the_qwen_steps_after_the_swap(name):
+    import projects.sa2va.transforms  # noqa: F401  (registers the Qwen-VL steps)
+    from projects.sa2va.datasets.mixing import _step_name
+    cfg = _cfg(name)
+    backbone, path = RECIPES[name][1], cfg.model.mllm.model_path
+    mix = cfg.train_dataloader.dataset.to_dict()
+    swapped, original = _leaves(mix), _leaves(mix, swaps=False)
+    assert len(swapped) == len(original) >= 21
+    image = dict(backbone=backbone, min_pixels=IMAGE_PIXELS[0], max_pixels=IMAGE_PIXELS[1])
+    seen = set()
+    for new, old in zip(swapped, original):
+        names = [_step_name(s) for s in new['pipeline']]
+        where = new.get('dataset_name') or new['type']
+        assert not {'DynamicTiles', 'ImagesToTensor', 'PoolPromptMasks',
+                    'MaskCaptionOutputs'} & set(names), (where, names)
+        # step for step: each InternVL image step became its Qwen-VL one
+        want = []
+        for step in old['pipeline']:
+            kind = _step_name(step)
+            if kind == 'DynamicTiles':
+                continue
+            if kind == 'ImagesToTensor' and step.get('key', 'tiles') == 'frames':
+                want.append(('QwenVLVideoInput', dict(
+                    backbone=backbone, video_mode='frames', key='frames',
+                    min_pixels=FRAME_PIXELS[0], max_pixels=FRAME_PIXELS[1])))
+            elif kind == 'ImagesToTensor':
+                want.append(('QwenVLImageInput', dict(image, **{
+                    k: v for k, v in step.items() if k == 'key'})))
+            elif kind == 'PoolPromptMasks':
+                want.append(('QwenVLPoolPromptMasks', dict(backbone=backbone, **{
+                    k: v for k, v in step.items()
+                    if k in ('mode', 'ensure_nonempty', 'min_cells', 'keep_gt')})))
+            elif kind == 'MaskCaptionOutputs':
+                want.append(('QwenVLMaskCaptionOutputs', dict(image, **{
+                    k: v for k, v in step.items()
+                    if k in ('prompt_mode', 'ensure_nonempty', 'sam2_size')})))
+            else:
+                want.append((kind, None))
+        assert names == [k for k, _ in want], where
+        for step, (kind, args) in zip(new['pipeline'], want):
+            if args is not None:
+                seen.add(kind)
+                assert {k: v for k, v in step.items() if k != 'type'} == args, (where, kind)
+            if kind in ('EncodeConversation', 'EncodeLLaVAConversation'):
+                assert (step['template'], step['image_tokens'], step['max_length'],
+                        step['tokenizer']) == ('qwen_chat', 'qwen_vl', 8192, path), where
+    # images, video frames, visual prompts and mask <-> caption all occur in the mix
+    assert seen == {'QwenVLImageInput', 'QwenVLVideoInput', 'QwenVLPoolPromptMasks',
+                    'QwenVLMaskCaptionOutputs'}
