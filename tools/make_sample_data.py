@@ -8,7 +8,8 @@ The layout under ``--out`` mirrors ``./data`` of the real setup (see
 ``projects/sa2va/sample_data/api.py``); ``--out/manifest.json`` lists every
 dataset's paths, the deliberately awkward records and every file written.
 ``--out/tokenizer`` is the tiny offline tokenizer the tiny configs
-(``configs/*tiny*.py``) read, so they train right after this command.
+(``configs/*tiny*.py``) read, so they train right after this command;
+``--out/tokenizer_qwen_vl`` its Qwen-VL variant (the Qwen-VL tiny configs).
 """
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ def main(argv=None) -> int:
         from projects.sa2va.tokenization import build_tiny_tokenizer
         build_tiny_tokenizer(root / 'tokenizer')
         print(f'  tiny tokenizer: {root / "tokenizer"}')
+        # the Qwen-VL variant (Qwen's image tokens, no <img>): the Qwen-VL
+        # tiny configs (configs/sa2va_qwen*_tiny_demo.py)
+        build_tiny_tokenizer(root / 'tokenizer_qwen_vl', image_tokens='qwen_vl')
+        print(f'  tiny Qwen-VL tokenizer: {root / "tokenizer_qwen_vl"}')
     from projects.sa2va.sample_data import large
     for n, fn in ((args.large_osprey, large.write_large_osprey),
                   (args.large_openimage, large.write_large_openimage_csv),

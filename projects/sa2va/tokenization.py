@@ -8,13 +8,18 @@ makes a small byte-level BPE tokenizer with the same structure as Qwen2's
 alphabet, ``<|endoftext|>`` as pad/eos, ChatML and phi3 template tokens and
 InternVL's image tokens as added special tokens. It is saved and loaded as a
 normal transformers tokenizer directory (class ``Qwen2TokenizerFast``).
+``image_tokens='qwen_vl'`` makes the Qwen-VL variant instead: the same BPE
+with Qwen2.5-VL's special tokens (``<|vision_start|>``, ``<|image_pad|>``,
+...: :data:`~projects.sa2va.constants.QWEN_VL_SPECIAL_TOKENS`) and no
+InternVL image tokens, as the Sa2VA-Qwen tokenizers.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from .constants import INTERNVL_IMAGE_TOKENS, SA2VA_SPECIAL_TOKENS
+from .constants import (INTERNVL_IMAGE_TOKENS, QWEN_VL_SPECIAL_TOKENS,
+                        SA2VA_SPECIAL_TOKENS)
 
 # Template tokens of the chat formats we support (ChatML for Qwen /
 # InternLM2, phi3). Kept as added special tokens like the real tokenizers.
@@ -62,8 +67,17 @@ def _tiny_corpus() -> list[str]:
     return lines
 
 
+#: added special tokens of the tiny tokenizer per backbone family
+#: (``<|endoftext|>`` first: id 0, the pad / eos).
+TINY_SPECIAL_TOKENS = {
+    'internvl': TEMPLATE_TOKENS + INTERNVL_IMAGE_TOKENS,
+    'qwen_vl': QWEN_VL_SPECIAL_TOKENS,
+}
+
+
 def build_tiny_tokenizer(save_dir: str | os.PathLike | None = None,
-                         vocab_size: int = 1024):
+                         vocab_size: int = 1024,
+                         image_tokens: str = 'internvl'):
     """Build (and optionally save) the tiny Qwen2-style tokenizer.
 
     Deterministic: the same corpus and settings give the same vocabulary.
@@ -76,6 +90,9 @@ def build_tiny_tokenizer(save_dir: str | os.PathLike | None = None,
             names as ``tokenizer_path``).
         vocab_size: BPE vocabulary size including the byte alphabet and the
             added tokens.
+        image_tokens: ``'internvl'`` (template tokens + InternVL's image
+            tokens) or ``'qwen_vl'`` (Qwen2.5-VL's special tokens only), a
+            key of :data:`TINY_SPECIAL_TOKENS`.
 
     Returns:
         ``transformers.Qwen2TokenizerFast`` with ``eos_token = pad_token =
@@ -85,7 +102,10 @@ def build_tiny_tokenizer(save_dir: str | os.PathLike | None = None,
     from tokenizers import trainers
     from transformers import Qwen2TokenizerFast
 
-    special = list(TEMPLATE_TOKENS) + list(INTERNVL_IMAGE_TOKENS)
+    if image_tokens not in TINY_SPECIAL_TOKENS:
+        raise KeyError(f'unknown image tokens {image_tokens!r}; one of '
+                       f'{sorted(TINY_SPECIAL_TOKENS)}')
+    special = list(TINY_SPECIAL_TOKENS[image_tokens])
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX),
@@ -151,5 +171,6 @@ def single_token_id(tokenizer, token: str) -> int:
             f'token {token!r} is not a single token of this tokenizer '
             f'(encodes to {len(ids)} ids); add it first with '
             f'projects.sa2va.tokenization.add_special_tokens or use the '
-            f'tokenizer of an InternVL checkpoint')
+            f'tokenizer of the backbone\'s checkpoint (InternVL or Qwen-VL, '
+            f'matching image_tokens)')
     return ids[0]

@@ -11,36 +11,19 @@ added as in the real checkpoint. Qwen2.5 has no ``<|end|>`` token: it is
 """
 from __future__ import annotations
 
-import inspect
-from pathlib import Path
-
 import pytest
 import torch
 
 from projects.sa2va.constants import INTERNVL_IMAGE_TOKENS
-from projects.sa2va.tokenization import QWEN2_PRETOKENIZE_REGEX
 from tests.models.cycle_helpers import build_cycle_model
 from tests.models.cycle_helpers import cycle_batch as _batch
+from tests.qwen_vocab import real_qwen_tokenizer
 
 
 
 @pytest.fixture(scope='module')
 def qwen_dir(tmp_path_factory):
-    dashscope = pytest.importorskip(
-        'dashscope', reason='dashscope (dev extra) ships the Qwen vocabulary qwen.tiktoken')
-    from transformers import Qwen2TokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-    vocab = Path(dashscope.__file__).parent / 'resources' / 'qwen.tiktoken'
-    if not vocab.is_file():
-        pytest.skip(f'{vocab} is missing from this dashscope version')
-    specials = ['<|endoftext|>', '<|im_start|>', '<|im_end|>']
-    key = ('additional_special_tokens'
-           if 'additional_special_tokens' in inspect.signature(TikTokenConverter).parameters
-           else 'extra_special_tokens')
-    tok = TikTokenConverter(vocab_file=str(vocab), pattern=QWEN2_PRETOKENIZE_REGEX,
-                            **{key: specials}).converted()
-    fast = Qwen2TokenizerFast(tokenizer_object=tok, eos_token='<|endoftext|>',
-                              pad_token='<|endoftext|>', unk_token=None, bos_token=None)
+    fast = real_qwen_tokenizer(['<|endoftext|>', '<|im_start|>', '<|im_end|>'])
     fast.add_special_tokens({'additional_special_tokens': list(INTERNVL_IMAGE_TOKENS)})
     out = tmp_path_factory.mktemp('qwen_tokenizer')
     fast.save_pretrained(str(out))

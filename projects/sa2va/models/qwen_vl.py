@@ -6,8 +6,8 @@
 legacy stack has neither and raises naming the need) behind the interface
 :class:`~projects.sa2va.models.Sa2VAModel` uses for InternVL:
 
-    input_ids (B, L) ── token embeddings; ``<IMG_CONTEXT>`` positions of
-        ``<img>...</img>`` blocks <- the image's merged visual tokens
+    input_ids (B, L) ── token embeddings; ``<|image_pad|>`` positions of
+        ``<|vision_start|>...<|vision_end|>`` blocks <- the image's merged visual tokens
         (``visual`` incl. its merger, one block of gh * gw rows per image),
         ``<vp>`` blocks <- the rows a region's mask selects from its image's
         block (boolean indexing, ``merge_vision_embeddings``)
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..constants import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
+from ..constants import IMAGE_TOKENS
 from ..registry import MODELS
 from ..transforms.qwen_vl_video import QWEN_VIDEO_TOKENS
 from .internvl.visual_prompt import merge_vision_embeddings
@@ -78,9 +78,10 @@ class QwenVLChat(nn.Module):
         config: instead, a config dict (``model_type`` + the transformers
             config fields; weights seeded-random), e.g.
             :func:`tiny_qwen_vl_config`.
-        tokenizer: the Sa2VA tokenizer (its ``<img>``, ``</img>``,
-            ``<IMG_CONTEXT>`` become the model's vision start / image
-            tokens; the embeddings grow once to ``len(tokenizer)``).
+        tokenizer: the Sa2VA tokenizer (Qwen's + Sa2VA's tokens; its
+            ``<|vision_start|>``, ``<|vision_end|>``, ``<|image_pad|>``
+            become the model's vision start / image tokens; the embeddings
+            grow once to ``len(tokenizer)``).
         torch_dtype: weights dtype.
         freeze_vision: freeze ``visual`` except its merger(s) (the projector,
             InternVL's ``mlp1``); freeze_mlp1: freeze the merger(s) too;
@@ -159,16 +160,27 @@ class QwenVLChat(nn.Module):
 
     # -------------------------------------------------------- tokens, freeze
     def prepare_for_tokenizer(self, tokenizer) -> List[int]:
-        """Adopt the Sa2VA tokenizer: its ``<img>`` / ``</img>`` /
-        ``<IMG_CONTEXT>`` ids become ``vision_start_token_id`` / the image
-        block end / ``image_token_id``; the embeddings grow once to
-        ``len(tokenizer)`` (never shrink). Returns the added row ids."""
-        ids = [tokenizer.convert_tokens_to_ids(t)
-               for t in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)]
-        for tok, i in zip((IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN), ids):
-            if i is None or i == tokenizer.unk_token_id:
-                raise ValueError(f'tokenizer has no {tok} token')
-        self.vision_start_id, self.vision_end_id, self.image_token_id = ids
+        """Adopt the Sa2VA tokenizer (Qwen's tokenizer + Sa2VA's tokens): its
+        ``<|vision_start|>`` / ``<|vision_end|>`` / ``<|image_pad|>`` ids
+        (``IMAGE_TOKENS['qwen_vl']``, the strings the data path writes with
+        ``image_tokens='qwen_vl'``) become ``vision_start_token_id`` / the
+        image block end / ``image_token_id``; the embeddings grow once to
+        ``len(tokenizer)`` (never shrink). Returns the added row ids.
+
+        Raises:
+            ValueError: the tokenizer lacks one of them (e.g. an InternVL
+                tokenizer).
+        """
+        start, ctx, end = IMAGE_TOKENS['qwen_vl']
+        ids = {}
+        for tok in (start, end, ctx):
+            ids[tok] = tokenizer.convert_tokens_to_ids(tok)
+            if ids[tok] is None or ids[tok] == tokenizer.unk_token_id or \
+                    len(tokenizer.encode(tok, add_special_tokens=False)) != 1:
+                raise ValueError(f'tokenizer has no {tok} token (a Qwen-VL '
+                                 f'backbone needs the Qwen-VL tokenizer)')
+        self.vision_start_id, self.vision_end_id, self.image_token_id = (
+            ids[start], ids[end], ids[ctx])
         self.config.image_token_id = self.image_token_id
         self.config.vision_start_token_id = self.vision_start_id
         video = tokenizer.convert_tokens_to_ids(QWEN_VIDEO_TOKENS[1])
@@ -218,8 +230,8 @@ class QwenVLChat(nn.Module):
 
     # -------------------------------------------------------------- forward
     def _image_block_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``(B, L) bool``: ``<IMG_CONTEXT>`` inside ``<img> ... </img>``
-        (not those of ``<vp>`` blocks)."""
+        """``(B, L) bool``: ``<|image_pad|>`` inside ``<|vision_start|> ...
+        <|vision_end|>`` (not those of ``<vp>`` blocks)."""
         inside = (input_ids == self.vision_start_id).long().cumsum(1) \
             > (input_ids == self.vision_end_id).long().cumsum(1)
         return inside & (input_ids == self.image_token_id)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..constants import IMAGE_PLACEHOLDER
+from ..constants import image_tokens as image_token_strings
 from ..registry import TRANSFORMS
 from .base import BaseTransform, RecordError, bump, require
 from .functional import visual_prompt_text
@@ -70,8 +71,13 @@ class EncodeConversation(BaseTransform):
     ``<image>`` in the conversation is replaced by the sample's image block:
     ``<img>`` + 256 x ``num_tiles`` ``<IMG_CONTEXT>`` + ``</img>`` for an
     image, one such block per frame joined by ``\\n`` for a video
-    (``num_frames`` in the results); ``num_image_tokens`` (a Qwen-VL image
-    from ``QwenVLImageInput``) gives one block of that many. Whole trailing turns that do not fit
+    (``num_frames`` in the results). Qwen-VL: ``num_image_tokens`` (an
+    image, :class:`~projects.sa2va.transforms.qwen_vl.QwenVLImageInput`)
+    gives one block of that many context tokens, ``num_frame_tokens`` one
+    such block per frame ('\\n'-joined), ``video_token_text`` (native video,
+    :class:`~projects.sa2va.transforms.qwen_vl_video.QwenVLVideoInput`) is
+    used as it is. The block's strings are the backbone's
+    (``image_tokens``). Whole trailing turns that do not fit
     ``max_length`` are dropped (counted as ``turns_dropped``); a sample whose
     first turn does not fit is rejected (``too_long``).
 
@@ -81,9 +87,12 @@ class EncodeConversation(BaseTransform):
         max_length: ids per sample.
         system: system prompt ('' = none).
         tokens_per_tile: ``<IMG_CONTEXT>`` per tile / frame (256).
+        image_tokens: ``'internvl'`` (default) or ``'qwen_vl'``
+            (:data:`~projects.sa2va.constants.IMAGE_TOKENS`): the strings of
+            image and ``<vp>`` blocks and the context token of their runs.
 
-    Required Keys: ``conversation``; ``num_tiles`` or ``num_frames`` when the
-    text has ``<image>``.
+    Required Keys: ``conversation``; one of the counts above when the text
+    has ``<image>``.
 
     Added Keys: ``input_ids`` (list of int), ``labels`` (list of int, -100
     outside answers).
@@ -91,12 +100,14 @@ class EncodeConversation(BaseTransform):
 
     def __init__(self, tokenizer, template='internvl2_5',
                  max_length: int = 8192, system: str = '',
-                 tokens_per_tile: int = 256):
+                 tokens_per_tile: int = 256, image_tokens: str = 'internvl'):
         self.tokenizer_cfg = tokenizer
         self.template = template
         self.max_length = max_length
         self.system = system
         self.tokens_per_tile = tokens_per_tile
+        self.image_tokens = image_tokens
+        image_token_strings(image_tokens)  # an unknown name fails here
         self._encoder = None
 
     @property
@@ -106,18 +117,29 @@ class EncodeConversation(BaseTransform):
         if self._encoder is None:
             self._encoder = ConversationEncoder(
                 build_tokenizer(self.tokenizer_cfg), self.template,
-                self.max_length, self.system)
+                self.max_length, self.system, self.image_tokens)
         return self._encoder
 
     def image_text(self, results: dict) -> str:
-        if 'num_image_tokens' in results:  # one Qwen-VL image (QwenVLImageInput)
-            return image_block(1, results['num_image_tokens'])
+        """The image block(s) that replace ``<image>``."""
+        names = self.image_tokens
+        if 'video_token_text' in results:  # Qwen-VL native video
+            return results['video_token_text']
+        if 'num_frame_tokens' in results:  # Qwen-VL frames as images
+            return video_block(results['num_frames'],
+                               results['num_frame_tokens'],
+                               image_tokens=names)
+        if 'num_image_tokens' in results:  # one Qwen-VL image
+            return image_block(1, results['num_image_tokens'], names)
         if 'num_frames' in results:
-            return video_block(results['num_frames'], self.tokens_per_tile)
+            return video_block(results['num_frames'], self.tokens_per_tile,
+                               image_tokens=names)
         if 'num_tiles' in results:
-            return image_block(results['num_tiles'], self.tokens_per_tile)
+            return image_block(results['num_tiles'], self.tokens_per_tile,
+                               names)
         raise KeyError('EncodeConversation: the text has <image> but the '
-                       'results have neither num_tiles nor num_frames')
+                       'results have neither num_tiles, num_frames nor '
+                       'num_image_tokens')
 
     def transform(self, results: dict) -> dict:
         conv, = require(results, 'conversation', where='EncodeConversation')

@@ -1,12 +1,16 @@
 """Conversations -> ``input_ids`` / ``labels``, token for token as Sa2VA.
 
 Sa2VA builds one string per turn (chat template around the question, image
-blocks spelled out as ``<img><IMG_CONTEXT>...</img>``) and tokenises it with
+blocks spelled out as ``<img><IMG_CONTEXT>...</img>``, or with a Qwen-VL
+backbone ``<|vision_start|><|image_pad|>...<|vision_end|>``: the strings are
+backbone data, :data:`~projects.sa2va.constants.IMAGE_TOKENS`, chosen by
+``image_tokens='internvl' | 'qwen_vl'``) and tokenises it with
 xtuner's ``encode_fn`` rules. We produce the same ids without building or
 tokenising strings of thousands of ``<IMG_CONTEXT>``: inside our strings a
 run of ``n`` context tokens is the marker ``<IMG_CONTEXT*n>``
-(:func:`context_run`), split out before tokenisation and replaced by ``n``
-ids. Every run sits between special tokens (``<img>``/``</img>``,
+(:func:`context_run`, whatever the backbone), split out before tokenisation
+and replaced by ``n`` ids of the backbone's context token. Every run sits
+between special tokens (``<img>``/``</img>``,
 ``<vp>``/``</vp>``), where a tokenizer splits anyway, so the ids are those of
 the spelled-out string (tested against it).
 
@@ -30,9 +34,9 @@ from __future__ import annotations
 import re
 from typing import Mapping, Sequence
 
-from ..constants import (IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN,
-                         IMG_START_TOKEN, NUM_IMAGE_TOKENS, SEG_TOKEN,
+from ..constants import (IGNORE_INDEX, NUM_IMAGE_TOKENS, SEG_TOKEN,
                          VP_END_TOKEN, VP_START_TOKEN)
+from ..constants import image_tokens as _image_tokens
 from .chat_templates import (PROMPT_TEMPLATES, TEMPLATE_ALIASES,
                              get_bos_eos_token_ids)
 
@@ -65,50 +69,57 @@ def context_run(n: int) -> str:
     return f'<IMG_CONTEXT*{n}>' if n else ''
 
 
-def image_block(num_tiles: int, tokens_per_tile: int = NUM_IMAGE_TOKENS
-                ) -> str:
+def image_block(num_tiles: int, tokens_per_tile: int = NUM_IMAGE_TOKENS,
+                image_tokens: str = 'internvl') -> str:
     """``<img>`` + ``<IMG_CONTEXT>`` x (tokens_per_tile * num_tiles) +
-    ``</img>`` (one block for all tiles of an image, thumbnail included)."""
+    ``</img>`` (one block for all tiles of an image, thumbnail included);
+    ``image_tokens='qwen_vl'``: ``<|vision_start|>`` + run + ``<|vision_end|>``
+    (the run stays the compact marker, expanded to ids by the encoder)."""
     if num_tiles < 1:
         raise ValueError(f'an image block needs >= 1 tile, got {num_tiles}')
-    return (IMG_START_TOKEN + context_run(tokens_per_tile * num_tiles)
-            + IMG_END_TOKEN)
+    start, _, end = _image_tokens(image_tokens)
+    return start + context_run(tokens_per_tile * num_tiles) + end
 
 
 def video_block(num_frames: int, tokens_per_frame: int = NUM_IMAGE_TOKENS,
-                sep: str = '\n') -> str:
-    """One ``<img>...</img>`` block per frame, joined by ``sep``."""
+                sep: str = '\n', image_tokens: str = 'internvl') -> str:
+    """One image block per frame (:func:`image_block`), joined by ``sep``."""
     if num_frames < 1:
         raise ValueError(f'a video block needs >= 1 frame, got {num_frames}')
-    return sep.join([image_block(1, tokens_per_frame)] * num_frames)
+    return sep.join([image_block(1, tokens_per_frame, image_tokens)]
+                    * num_frames)
 
 
-def collapse_image_tokens(text: str) -> str:
+def collapse_image_tokens(text: str, image_tokens: str = 'internvl') -> str:
     """Readable form of decoded text: runs of ``<IMG_CONTEXT>`` (spelled out
     or as markers) become ``[256 x 13]``-style counts.
 
     Args:
         text: decoded text.
+        image_tokens: the backbone's image tokens (a key of
+            :data:`~projects.sa2va.constants.IMAGE_TOKENS`).
 
     Returns:
         the same text with ``<img>[256 x 13]</img>`` for a 13-tile image and
-        ``<vp>[K]</vp>`` for a region of ``K`` tokens.
+        ``<vp>[K]</vp>`` for a region of ``K`` tokens (Qwen-VL:
+        ``<|vision_start|>[n]<|vision_end|>``).
     """
-    text = _RUN_RE.sub(lambda m: IMG_CONTEXT_TOKEN * int(m.group(1)), text)
+    start, ctx, end = _image_tokens(image_tokens)
+    text = _RUN_RE.sub(lambda m: ctx * int(m.group(1)), text)
+    run = f'((?:{re.escape(ctx)})*)'
 
     def _img(match):
-        n = match.group(0).count(IMG_CONTEXT_TOKEN)
+        n = match.group(1).count(ctx)
         tiles, rest = divmod(n, NUM_IMAGE_TOKENS)
-        inner = (f'[{NUM_IMAGE_TOKENS} x {tiles}]' if rest == 0 else f'[{n}]')
-        return IMG_START_TOKEN + inner + IMG_END_TOKEN
+        inner = (f'[{NUM_IMAGE_TOKENS} x {tiles}]'
+                 if rest == 0 and image_tokens == 'internvl' else f'[{n}]')
+        return start + inner + end
 
-    text = re.sub(re.escape(IMG_START_TOKEN) + f'(?:{IMG_CONTEXT_TOKEN})*'
-                  + re.escape(IMG_END_TOKEN), _img, text)
+    text = re.sub(re.escape(start) + run + re.escape(end), _img, text)
     return re.sub(
-        re.escape(VP_START_TOKEN) + f'((?:{IMG_CONTEXT_TOKEN})*)'
-        + re.escape(VP_END_TOKEN),
-        lambda m: (VP_START_TOKEN + f'[{m.group(1).count(IMG_CONTEXT_TOKEN)}]'
-                   + VP_END_TOKEN), text)
+        re.escape(VP_START_TOKEN) + run + re.escape(VP_END_TOKEN),
+        lambda m: VP_START_TOKEN + f'[{m.group(1).count(ctx)}]'
+        + VP_END_TOKEN, text)
 
 
 def get_template(template) -> dict:
@@ -174,16 +185,21 @@ class ConversationEncoder:
     """Encodes conversations for one tokenizer and chat template.
 
     Args:
-        tokenizer: a transformers tokenizer holding the InternVL image
+        tokenizer: a transformers tokenizer holding the backbone's image
             tokens and Sa2VA's special tokens (see
             :func:`projects.sa2va.tokenization.add_special_tokens`).
         template: see :func:`get_template`.
         max_length: maximum ids per sample (whole turns are dropped to fit).
         system: system prompt for the first turn ('' = none, as Sa2VA).
+        image_tokens: ``'internvl'`` (``<img>``, ``<IMG_CONTEXT>``,
+            ``</img>``) or ``'qwen_vl'`` (``<|vision_start|>``,
+            ``<|image_pad|>``, ``<|vision_end|>``): context runs become ids
+            of that context token.
     """
 
     def __init__(self, tokenizer, template='internvl2_5',
-                 max_length: int = 8192, system: str = ''):
+                 max_length: int = 8192, system: str = '',
+                 image_tokens: str = 'internvl'):
         from ..tokenization import single_token_id
         self.tokenizer = tokenizer
         self.template = get_template(template)
@@ -194,11 +210,13 @@ class ConversationEncoder:
             self.bos_ids = []
         if self.eos_ids is None:
             self.eos_ids = []
-        self.context_id = single_token_id(tokenizer, IMG_CONTEXT_TOKEN)
+        self.image_tokens = image_tokens
+        start, ctx, end = _image_tokens(image_tokens)
+        self.context_id = single_token_id(tokenizer, ctx)
         self.special_ids = {
             t: single_token_id(tokenizer, t)
-            for t in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN,
-                      SEG_TOKEN, VP_START_TOKEN, VP_END_TOKEN)
+            for t in (start, end, ctx, SEG_TOKEN, VP_START_TOKEN,
+                      VP_END_TOKEN)
         }
 
     # -- strings -> ids ----------------------------------------------------
@@ -293,4 +311,5 @@ class ConversationEncoder:
         """Ids -> text, image runs collapsed for reading."""
         text = self.tokenizer.decode(list(input_ids),
                                      skip_special_tokens=False)
-        return collapse_image_tokens(text) if collapse else text
+        return collapse_image_tokens(text, self.image_tokens) if collapse \
+            else text
