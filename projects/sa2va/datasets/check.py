@@ -48,7 +48,7 @@ def build_leaves(dataset_cfg) -> list[Leaf]:
         children = child_configs(
             cfg.get('datasets', []), cfg.get('pipeline_defaults'),
             cfg.get('pipeline_overrides'), cfg.get('data_root_prefix'),
-            cfg.get('dataset_pipeline_overrides'))
+            cfg.get('dataset_pipeline_overrides'), cfg.get('pipeline_swaps'))
         return [leaf for child, _ in children
                 for leaf in build_leaves(child)]
     if not isinstance(dataset_cfg, dict):

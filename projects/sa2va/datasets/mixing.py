@@ -17,6 +17,90 @@ def _step_name(step: dict):
     return name.split('.')[-1] if isinstance(name, str) else name
 
 
+def _registered(name, what: str) -> None:
+    from ..registry import TRANSFORMS
+    if isinstance(name, str) and TRANSFORMS.get(name) is None:
+        raise KeyError(f'pipeline_swaps: {what} {name!r} is not a registered '
+                       f'transform (a typo, or its module is not imported)')
+
+
+def _default_arg(name: str, arg: str):
+    """The default of ``arg`` in transform ``name``'s signature (None when
+    it has none)."""
+    import inspect
+
+    from ..registry import TRANSFORMS
+    cls = TRANSFORMS.get(name)
+    param = inspect.signature(cls).parameters.get(arg) if cls else None
+    return None if param is None or param.default is param.empty \
+        else param.default
+
+
+def _replacements(step: dict, swap, where: str) -> list:
+    """The steps that replace ``step`` by one ``pipeline_swaps`` value."""
+    if swap is None:
+        return []
+    if isinstance(swap, (list, tuple)):
+        return [s for item in swap for s in _replacements(step, item, where)]
+    if not isinstance(swap, dict):
+        raise TypeError(f'pipeline_swaps[{where!r}] must be None, a step '
+                        f'dict or a list of them, got {type(swap).__name__}')
+    if '_by_' in swap:
+        arg, cases = swap['_by_'], swap.get('_cases_') or {}
+        value = step.get(arg, _default_arg(_step_name(step), arg))
+        if value not in cases:
+            raise KeyError(f'pipeline_swaps[{where!r}]: the step has '
+                           f'{arg}={value!r}, which _cases_ does not list '
+                           f'({sorted(map(str, cases))})')
+        return _replacements(step, cases[value], where)
+    new = {k: v for k, v in swap.items() if k != '_inherit_'}
+    _registered(_step_name(new), f'the replacement of {where}')
+    for arg in swap.get('_inherit_') or ():
+        if arg in step:
+            new[arg] = copy.deepcopy(step[arg])
+    return [new]
+
+
+def swap_pipeline_steps(cfg: dict, swaps: dict | None) -> dict:
+    """A copy of a dataset config with pipeline steps replaced by type.
+
+    Args:
+        cfg: a dataset config, or a ``MixedDataset`` config: then every
+            child (nested mixes too) is swapped.
+        swaps: ``{step type: replacement}``, a replacement being ``None``
+            (the step is dropped), a step dict, or a list of step dicts. A
+            step dict may carry ``_inherit_=('arg', ...)``: those arguments
+            of the replaced step, where it sets them, are copied over. A
+            replacement ``dict(_by_='arg', _cases_={value: replacement})``
+            picks by the replaced step's ``arg`` (its class default when
+            the step does not set it), e.g. ``ImagesToTensor`` by ``key``:
+            ``'tiles'`` (an image) or ``'frames'`` (a video).
+
+    Raises:
+        KeyError: a swapped or replacement type that is not a registered
+            transform; a ``_by_`` value not in ``_cases_``.
+    """
+    cfg = dict(cfg)
+    if not swaps:
+        return cfg
+    for name in swaps:
+        _registered(name, 'the step type')
+    if cfg.get('pipeline') is not None:
+        steps = []
+        for step in cfg['pipeline']:
+            name = _step_name(step) if isinstance(step, dict) else None
+            if name in swaps:
+                steps += _replacements(step, swaps[name], name)
+            else:
+                steps.append(step)
+        cfg['pipeline'] = steps
+    if 'datasets' in cfg:
+        cfg['datasets'] = [swap_pipeline_steps(d, swaps)
+                           if isinstance(d, dict) else d
+                           for d in cfg['datasets']]
+    return cfg
+
+
 def _merge(outer: dict | None, inner: dict | None, inner_wins: bool) -> dict:
     merged = {k: dict(v) for k, v in (outer or {}).items()}
     for name, args in (inner or {}).items():
@@ -27,11 +111,15 @@ def _merge(outer: dict | None, inner: dict | None, inner_wins: bool) -> dict:
 
 def apply_pipeline_defaults(cfg: dict, defaults: dict | None = None,
                             overrides: dict | None = None,
-                            data_root: tuple | None = None) -> dict:
+                            data_root: tuple | None = None,
+                            swaps: dict | None = None) -> dict:
     """A copy of a dataset config with pipeline settings applied.
 
     Args:
         cfg: a dataset config (or a nested ``MixedDataset`` config).
+        swaps: ``{transform type: replacement}`` applied first, to the
+            config and every nested child (:func:`swap_pipeline_steps`);
+            ``defaults`` and ``overrides`` then apply to the swapped steps.
         defaults: ``{transform type: {arg: value}}`` filled into the
             pipeline steps of that type that do not set ``arg``.
         overrides: same shape, set whatever the step says.
@@ -43,7 +131,7 @@ def apply_pipeline_defaults(cfg: dict, defaults: dict | None = None,
     Nested mixes receive the settings (their own defaults win over outer
     defaults; outer overrides win over theirs).
     """
-    cfg = copy.deepcopy(dict(cfg))
+    cfg = swap_pipeline_steps(copy.deepcopy(dict(cfg)), swaps)
     if 'pipeline' in cfg:
         steps = []
         for step in cfg.get('pipeline') or []:
@@ -100,7 +188,8 @@ def move_data_root(cfg: dict, data_root) -> str | None:
 def child_configs(datasets: Sequence, pipeline_defaults: dict | None = None,
                   pipeline_overrides: dict | None = None,
                   data_root_prefix=None,
-                  dataset_pipeline_overrides: dict | None = None) -> list:
+                  dataset_pipeline_overrides: dict | None = None,
+                  pipeline_swaps: dict | None = None) -> list:
     """The children of a ``MixedDataset`` as it builds them: each config
     with the mix's pipeline settings and root prefix applied, paired with
     its original ``data_root`` (``(dataset object, None)`` for objects).
@@ -121,7 +210,8 @@ def child_configs(datasets: Sequence, pipeline_defaults: dict | None = None,
     return [(apply_pipeline_defaults(
         d, pipeline_defaults,
         _merge(pipeline_overrides, per_dataset.get(d.get('dataset_name')),
-               inner_wins=True), data_root_prefix), d.get('data_root'))
+               inner_wins=True), data_root_prefix, pipeline_swaps),
+        d.get('data_root'))
         if isinstance(d, dict) else (d, None) for d in datasets]
 
 
@@ -167,6 +257,15 @@ class MixedDataset(Dataset):
             and a dataset that needs its own template keeps it.
         pipeline_overrides: same shape, set regardless of the step (e.g.
             a smaller ``DynamicTiles`` for a CPU demo).
+        pipeline_swaps: ``{transform type: None | step dict | [step
+            dicts]}``: every step of that type in every child pipeline
+            (nested mixes too) is replaced (``None`` drops it) before
+            ``pipeline_defaults`` / ``pipeline_overrides`` apply, so a model
+            config selects its backbone's image steps without touching the
+            datasets (:func:`swap_pipeline_steps`: ``_inherit_`` carries
+            arguments of the replaced step over, ``_by_`` / ``_cases_``
+            picks by one of its arguments). A type that is not a registered
+            transform raises ``KeyError``.
         dataset_pipeline_overrides: ``{dataset_name: {transform: {arg:
             value}}}``: overrides for the named children only (they win over
             ``pipeline_overrides``), e.g. one template for RefCOCO.
@@ -186,12 +285,14 @@ class MixedDataset(Dataset):
                  = None, seed: int = 0, pipeline_defaults: dict | None = None,
                  pipeline_overrides: dict | None = None,
                  data_root_prefix: Sequence[str] | None = None,
-                 dataset_pipeline_overrides: dict | None = None):
+                 dataset_pipeline_overrides: dict | None = None,
+                 pipeline_swaps: dict | None = None):
         self.datasets = [
             _build_child(cfg, root) if isinstance(cfg, dict) else cfg
             for cfg, root in child_configs(
                 datasets, pipeline_defaults, pipeline_overrides,
-                data_root_prefix, dataset_pipeline_overrides)]
+                data_root_prefix, dataset_pipeline_overrides,
+                pipeline_swaps)]
         if not self.datasets:
             raise ValueError('MixedDataset needs at least one dataset')
         repeats = [1.0] * len(self.datasets) if repeats is None else \
