@@ -283,3 +283,62 @@ def test_released_manifest_maps_to_the_recipe_model(name, qwen_tokenizer_dir):
     model_cfg['grounding_encoder'] = dict(model_cfg['grounding_encoder'], checkpoint=None)
     model = assert_manifest_maps(released, model_cfg, layout)
     assert model.mllm.get_input_embeddings().weight.shape[0] == released['vocab_size']
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+def test_exported_directory_predicts_as_the_training_model(backbone, exported):
+    """``Sa2VAPredictor.from_hf`` on the export answers (greedy ids, [SEG] mask logits) as
+    ``from_config`` on the training checkpoint does, for a segmentation question and a
+    region prompt (the Qwen-VL image steps, merged-grid pooling, qwen_vl image tokens)."""
+    from PIL import Image
+
+    from projects.sa2va.evaluation.predictor import Sa2VAPredictor
+    e = exported(backbone)
+    g = torch.Generator().manual_seed(5)
+    image = Image.fromarray(torch.randint(0, 256, (70, 90, 3), generator=g,
+                                          dtype=torch.uint8).numpy())
+    region = torch.zeros(1, 70, 90, dtype=torch.uint8)
+    region[0, 10:50, 20:70] = 1
+    trained = Sa2VAPredictor.from_config(str(e['cfg']), str(e['dir'].parent / 'iter_1.pth'))
+    hf = Sa2VAPredictor.from_hf(str(e['dir']), config=str(e['cfg']))
+    assert hf.settings['template'] == 'qwen_chat'
+    a, b = (p.segment(image, 'Please segment the ball.', max_new_tokens=8)
+            for p in (trained, hf))
+    assert a['sequences'].tolist() == b['sequences'].tolist() and a['text'] == b['text']
+    # (k, h, w): k = the [SEG]s generated (maybe none)
+    assert a['logits'].shape == b['logits'].shape
+    assert torch.allclose(a['logits'], b['logits'], atol=1e-4)
+    batch = hf._image_inputs(image, 'Please segment the ball.')
+    ids, mllm = batch['input_ids'][0].tolist(), hf.model.mllm
+    n = int(batch['image_grid_thw'].prod()) // 4   # 2 x 2 merge
+    start = ids.index(mllm.vision_start_id)
+    assert ids[start + 1:start + 2 + n] == [mllm.image_token_id] * n + [mllm.vision_end_id]
+    assert trained.describe(image, region, max_new_tokens=8) == \
+        hf.describe(image, region, max_new_tokens=8)
+
+
+def test_predict_cli_reads_an_exported_qwen_directory(exported, tmp_path):
+    """``tools/predict.py --hf-dir DIR`` (no config: SAM2 from the export's record) answers an
+    image question and a video question as the training checkpoint does."""
+    from PIL import Image
+
+    from projects.sa2va.evaluation.predictor import Sa2VAPredictor
+    from tools.predict import main
+    e = exported('qwen3_vl')
+    g = torch.Generator().manual_seed(6)
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for t in range(3):
+        Image.fromarray(torch.randint(0, 256, (60, 80, 3), generator=g,
+                                      dtype=torch.uint8).numpy()).save(frames / f'{t:05d}.jpg')
+    trained = Sa2VAPredictor.from_config(str(e['cfg']), str(e['dir'].parent / 'iter_1.pth'))
+    image = frames / '00000.jpg'
+    got = main(['--hf-dir', str(e['dir']), '--image', str(image), '--text', 'Segment it.',
+                '--out', str(tmp_path / 'img'), '--max-new-tokens', '6'])
+    assert got['answer'] == trained.segment(Image.open(image), 'Segment it.',
+                                            max_new_tokens=6)['text']
+    got = main(['--hf-dir', str(e['dir']), '--video', str(frames), '--text', 'Segment it.',
+                '--out', str(tmp_path / 'vid'), '--max-new-tokens', '6'])
+    from projects.sa2va.evaluation.predictor import load_frames
+    assert got['answer'] == trained.segment_video(load_frames(str(frames)), 'Segment it.',
+                                                  max_new_tokens=6)['text']

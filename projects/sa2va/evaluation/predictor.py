@@ -153,10 +153,31 @@ class Sa2VAPredictor:
         self._sam2_frames = SAM2Input(key='frames', size=size)
         self._pool = PoolPromptMasks(mode=prompt_pool, ensure_nonempty=True)
         self._vp_text = AddVisualPromptText()
-        self._encode = EncodeConversation(self.tokenizer, template,
-                                          max_length, system)
+        self._collate = sa2va_collate_fn
+        image_tokens = 'internvl'
+        if type(model.mllm).__name__ == 'QwenVLChat':
+            self._use_qwen_vl_steps(model.mllm.model_type)
+            image_tokens = 'qwen_vl'
+        self._encode = EncodeConversation(self.tokenizer, template, max_length, system,
+                                          image_tokens=image_tokens)
         self._pack = PackInputs()
         self.stop_ids = self._stop_ids(template)
+
+    def _use_qwen_vl_steps(self, backbone: str) -> None:
+        """A Qwen-VL MLLM: one picture per image at the official Sa2VA-Qwen
+        inference budget (512..2048 x 28 x 28 px, ``Sa2VAChatModelQwen``),
+        key frames as image blocks at the training frame budget, prompts
+        pooled on the merged grid, the Qwen-VL collate (``image_grid_thw``)."""
+        from ..datasets.collate_qwen_vl import sa2va_qwen_vl_collate_fn
+        from ..transforms.qwen_vl import QwenVLImageInput, QwenVLPoolPromptMasks
+        from ..transforms.qwen_vl_video import QwenVLVideoInput
+        self._tiles = None
+        self._to_tensor = QwenVLImageInput(backbone, min_pixels=512 * 28 * 28,
+                                           max_pixels=2048 * 28 * 28)
+        self._frames_to_tensor = QwenVLVideoInput(backbone, video_mode='frames')
+        self._pool = QwenVLPoolPromptMasks(backbone, mode=self._pool.mode,
+                                           ensure_nonempty=True)
+        self._collate = sa2va_qwen_vl_collate_fn
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -299,13 +320,13 @@ class Sa2VAPredictor:
         cut = supervised[0]
         sample['input_ids'] = list(sample['input_ids'])[:cut]
         sample['labels'] = [-100] * cut
-        batch = sa2va_collate_fn([sample], pad_index=self.pad_index)
+        batch = self._collate([sample], pad_index=self.pad_index)
         return self.model.data_preprocessor(batch, False)
 
     def _image_inputs(self, image, text: str, masks=None) -> dict:
         image = _as_image(image)
         results = dict(image=image, ori_shape=(image.height, image.width))
-        steps = [self._tiles, self._to_tensor, self._sam2]
+        steps = [t for t in (self._tiles, self._to_tensor, self._sam2) if t is not None]
         if masks is not None:
             masks = np.asarray(masks)
             if masks.ndim == 2:
@@ -360,7 +381,8 @@ class Sa2VAPredictor:
             pixel_values=batch.get('pixel_values'),
             image_flags=batch.get('image_flags'),
             vp_overall_mask=batch.get('vp_overall_mask'),
-            prompt_masks=batch.get('prompt_masks') or None, **gen_kwargs)
+            prompt_masks=batch.get('prompt_masks') or None,
+            **{k: batch[k] for k in ('image_grid_thw',) if k in batch}, **gen_kwargs)
         seq = out['sequences'].tolist()
         while seq and seq[-1] in self.stop_ids:
             seq = seq[:-1]
