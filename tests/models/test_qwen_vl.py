@@ -11,6 +11,7 @@ from PIL import Image
 
 from projects.sa2va.constants import IGNORE_INDEX
 from projects.sa2va.transforms.qwen_vl import (QWEN_VL_PRESETS, QwenVLImageInput,
+                                               QwenVLPoolPromptMasks,
                                                image_to_patches, pool_prompt_masks_grid,
                                                smart_resize)
 
@@ -49,7 +50,7 @@ def test_patches_are_the_processor_layout():
                                         dtype=torch.uint8).numpy())
     ref = proc_cls(min_pixels=c['min_pixels'], max_pixels=c['max_pixels'])(
         images=[img], return_tensors='pt')
-    out = QwenVLImageInput('qwen2_5_vl', max_pixels=c['max_pixels']).transform({'img': img})
+    out = QwenVLImageInput('qwen2_5_vl', max_pixels=c['max_pixels']).transform({'image': img})
     assert out['image_grid_thw'].tolist() == ref['image_grid_thw'].tolist() == [[1, 6, 8]]
     assert out['pixel_values'].shape == ref['pixel_values'].shape == (48, 3 * 2 * 14 * 14)
     torch.testing.assert_close(out['pixel_values'], ref['pixel_values'].float(),
@@ -110,7 +111,7 @@ def _build(model_type, tok_dir):
 def tok_dir(tmp_path_factory):
     from projects.sa2va.tokenization import build_tiny_tokenizer
     path = tmp_path_factory.mktemp('qwen_tok')
-    build_tiny_tokenizer(path)
+    build_tiny_tokenizer(path, image_tokens='qwen_vl')
     return path
 
 
@@ -125,18 +126,20 @@ class Batch:
 
     def __init__(self, tok, model_type):
         c = tok.convert_tokens_to_ids
-        self.ctx, self.img, self.img_end = c('<IMG_CONTEXT>'), c('<img>'), c('</img>')
+        self.ctx, self.img, self.img_end = (c('<|image_pad|>'), c('<|vision_start|>'),
+                                            c('<|vision_end|>'))
         self.seg, self.vp, self.vp_end = c('[SEG]'), c('<vp>'), c('</vp>')
         self.p, self.p_end = c('<p>'), c('</p>')
         self.w = tok.encode('the red ball is here', add_special_tokens=False)
         factor = QWEN_VL_PRESETS[model_type]['patch_size'] * 2
         self.step = QwenVLImageInput(model_type, max_pixels=(4 * factor) ** 2)
+        self.pool = QwenVLPoolPromptMasks(model_type)
 
     def image(self, h, w, seed, regions=None):
-        res = {'img': _picture(h, w, seed)}
+        res = self.step.transform({'image': _picture(h, w, seed)})
         if regions is not None:
-            res['prompt_regions'] = regions
-        return self.step.transform(res)
+            res = self.pool.transform(dict(res, masks=regions))
+        return res
 
     def block(self, out):
         return [self.img] + [self.ctx] * out['num_image_tokens'] + [self.img_end]
@@ -292,10 +295,11 @@ def test_visual_prompt_pipeline_to_the_model(tok_dir):
     region = torch.zeros(2, 90, 130, dtype=torch.uint8)
     region[0, :50, :70] = 1
     region[1, 70:, 110:] = 1
-    results = dict(img=_picture(90, 130, 9), prompt_regions=region,
+    results = dict(image=_picture(90, 130, 9), masks=region,
                    conversation=[dict(input='<image>\nWhat is in region1?', output='a ball')])
     step = QwenVLImageInput('qwen2_5_vl', max_pixels=112 * 112)
-    for t in (step, AddVisualPromptText(), EncodeConversation(str(tok_dir)), PackInputs()):
+    for t in (step, QwenVLPoolPromptMasks('qwen2_5_vl'), AddVisualPromptText(),
+              EncodeConversation(str(tok_dir), image_tokens='qwen_vl'), PackInputs()):
         results = t(results)
     grid = results['image_grid_thw'][0].tolist()
     assert grid == [1, 6, 10]  # 90 x 130 -> 84 x 140 px, 14 px patches
@@ -304,7 +308,7 @@ def test_visual_prompt_pipeline_to_the_model(tok_dir):
     batch = sa2va_qwen_vl_collate_fn([results, dict(results)])
     ids = batch['input_ids']
     from projects.sa2va.tokenization import load_tokenizer
-    ctx = load_tokenizer(str(tok_dir)).convert_tokens_to_ids('<IMG_CONTEXT>')
+    ctx = load_tokenizer(str(tok_dir)).convert_tokens_to_ids('<|image_pad|>')
     assert (ids == ctx).sum(1).tolist() == [15 + sum(counts)] * 2
     assert batch['pixel_values'].shape == (2 * 60, 3 * 2 * 14 * 14)
     assert batch['vp_overall_mask'].tolist() == [True, True]
@@ -340,15 +344,20 @@ def test_generation_matches_the_training_forward(model_type, tok_dir):
 
 def test_generate_masks_runs_on_the_qwen_backbone(tok_dir):
     """Sa2VAModel.generate_masks on Qwen2.5-VL: one mask per generated [SEG]
-    (the tiny model's lm_head is nudged to answer [SEG] first)."""
+    (the tiny model's lm_head is scripted to answer [SEG], then a word)."""
     _need('qwen2_5_vl')
     model = _build('qwen2_5_vl', tok_dir).eval()
     maker = Batch(model.tokenizer, 'qwen2_5_vl')
     out = maker.image(60, 60, 11)
     prompt = torch.tensor([maker.block(out) + maker.w])
-    head = model.mllm.get_output_embeddings()
-    with torch.no_grad():
-        head.weight[maker.seg] += 50 * model.mllm.hf_model.model.language_model.norm.weight
+    script = []
+
+    def scripted(module, args, logits):
+        logits = logits.clone()
+        logits[..., -1, maker.w[0] if script else maker.seg] = 1e4
+        script.append(1)
+        return logits
+    model.mllm.get_output_embeddings().register_forward_hook(scripted)
     frames = torch.randint(0, 256, (1, 3, SAM2_SIZE, SAM2_SIZE), dtype=torch.uint8)
     res = model.generate_masks(prompt, frames, (30, 40), pixel_values=out['pixel_values'],
                                image_grid_thw=out['image_grid_thw'], max_new_tokens=3)

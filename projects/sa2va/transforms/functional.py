@@ -366,20 +366,23 @@ def _as_mask_stack(masks) -> torch.Tensor:
     return masks
 
 
-def _cell_coverage(mask: torch.Tensor, grid: int) -> torch.Tensor:
-    """Pixels of ``mask (H, W)`` falling in each of ``grid x grid`` cells.
+def _cell_coverage(mask: torch.Tensor, grid_h: int,
+                   grid_w: int | None = None) -> torch.Tensor:
+    """Pixels of ``mask (H, W)`` falling in each of ``grid_h x grid_w``
+    cells (``grid_w`` defaults to ``grid_h``: a square grid).
 
-    Pixel row ``y`` belongs to cell row ``y * grid // H`` (and likewise for
-    columns), so cells tile the original image exactly.
+    Pixel row ``y`` belongs to cell row ``y * grid_h // H`` (and likewise
+    for columns), so cells tile the original image exactly.
 
     Returns:
-        ``(grid, grid) float64`` pixel counts.
+        ``(grid_h, grid_w) float64`` pixel counts.
     """
+    grid_w = grid_h if grid_w is None else grid_w
     h, w = mask.shape
-    rows = torch.arange(h, device=mask.device) * grid // h
-    cols = torch.arange(w, device=mask.device) * grid // w
-    row_onehot = F.one_hot(rows, grid).to(torch.float64)  # (H, g)
-    col_onehot = F.one_hot(cols, grid).to(torch.float64)  # (W, g)
+    rows = torch.arange(h, device=mask.device) * grid_h // h
+    cols = torch.arange(w, device=mask.device) * grid_w // w
+    row_onehot = F.one_hot(rows, grid_h).to(torch.float64)  # (H, gh)
+    col_onehot = F.one_hot(cols, grid_w).to(torch.float64)  # (W, gw)
     return row_onehot.T @ (mask != 0).to(torch.float64) @ col_onehot
 
 
@@ -394,20 +397,21 @@ def repair_empty_prompt_masks(masks, pooled: torch.Tensor
 
     Args:
         masks: ``(n_obj, H, W)`` source masks (any dtype, non-zero = object).
-        pooled: ``(n_obj, g, g) bool`` result of the pooling rule.
+        pooled: ``(n_obj, g, g) bool`` result of the pooling rule (or
+            ``(n_obj, gh, gw)``: a rectangular grid, Qwen-VL's merged grid).
 
     Returns:
-        ``(pooled, n_repaired)``: a new ``(n_obj, g, g) bool`` tensor and the
+        ``(pooled, n_repaired)``: a new tensor of ``pooled``'s shape and the
         number of objects that got a cell.
     """
     masks = _as_mask_stack(masks)
-    grid = pooled.shape[-1]
+    grid_h, grid_w = pooled.shape[-2:]
     out = pooled.clone()
     repaired = 0
     for i in range(masks.shape[0]):
         if out[i].any() or not masks[i].any():
             continue
-        coverage = _cell_coverage(masks[i], grid).flatten()
+        coverage = _cell_coverage(masks[i], grid_h, grid_w).flatten()
         cell = int(torch.argmax(coverage))
         out[i].view(-1)[cell] = True
         repaired += 1

@@ -163,6 +163,33 @@ class MaskCaptionOutputs(BaseTransform):
                 bump(results, 'prompt_repaired', repaired)
         return pooled[0]
 
+    #: per-frame keys (``{key}{k}``) of each route
+    ROUTE_KEYS = dict(direct=('pixel_values', 'g_pixel_values',
+                              'prompt_masks', 'masks'),
+                      option_a=('image', 'mask', 'g_pixel_values'))
+
+    def frame_keys(self) -> tuple:
+        """The per-frame keys written by :meth:`frame_outputs` (a single
+        image copies them from frame 1 to frame 2)."""
+        return self.ROUTE_KEYS[self.route]
+
+    def frame_outputs(self, im, m, results: dict, k: int) -> None:
+        """Write frame ``k``'s keys (image ``im``, mask ``m`` at its size)."""
+        if self.route == 'direct':
+            results[f'pixel_values{k}'] = vision_pixel_values(
+                im, self.interpolation, self.image_size, self.as_uint8)
+            results[f'g_pixel_values{k}'] = sam2_pixel_values(
+                im, self.sam2_size)
+            results[f'prompt_masks{k}'] = self._grid_mask(m, results, k)
+            results[f'masks{k}'] = nearest_mask(m, self.sam2_size)
+        else:
+            item = mask_caption_item(im, m, size=self.sam2_size,
+                                     as_uint8=self.as_uint8)
+            results[f'image{k}'] = item['image1']
+            results[f'mask{k}'] = item['mask1']
+            results[f'g_pixel_values{k}'] = item['g_pixel_values']
+            self._grid_mask(item['mask1'].numpy(), results, k)
+
     def transform(self, results: dict) -> dict:
         images, masks, paired = self._inputs(results)
         for k, (im, m) in enumerate(zip(images, masks), 1):
@@ -171,25 +198,9 @@ class MaskCaptionOutputs(BaseTransform):
                                   f'its image (H, W) = '
                                   f'{(im.height, im.width)}')
         for k, (im, m) in enumerate(zip(images, masks), 1):
-            if self.route == 'direct':
-                results[f'pixel_values{k}'] = vision_pixel_values(
-                    im, self.interpolation, self.image_size, self.as_uint8)
-                results[f'g_pixel_values{k}'] = sam2_pixel_values(
-                    im, self.sam2_size)
-                results[f'prompt_masks{k}'] = self._grid_mask(m, results, k)
-                results[f'masks{k}'] = nearest_mask(m, self.sam2_size)
-            else:
-                item = mask_caption_item(im, m, size=self.sam2_size,
-                                         as_uint8=self.as_uint8)
-                results[f'image{k}'] = item['image1']
-                results[f'mask{k}'] = item['mask1']
-                results[f'g_pixel_values{k}'] = item['g_pixel_values']
-                self._grid_mask(item['mask1'].numpy(), results, k)
+            self.frame_outputs(im, m, results, k)
         if not paired:
-            keys = ('pixel_values', 'g_pixel_values', 'prompt_masks',
-                    'masks') if self.route == 'direct' else \
-                ('image', 'mask', 'g_pixel_values')
-            for key in keys:
+            for key in self.frame_keys():
                 results[f'{key}2'] = results[f'{key}1']
         results['caption'] = results.get('caption')
         results['dataset_type'] = results.get(

@@ -203,11 +203,21 @@ class PoolPromptMasks(BaseTransform):
         self.min_cells = min_cells
         self.keep_gt = keep_gt
 
-    def transform(self, results: dict) -> dict:
-        masks, pixel = require(results, 'masks', 'pixel_values',
-                               where='PoolPromptMasks')
+    def _pool(self, masks, results: dict):
+        """``(pooled (n_obj, *grid) bool, vp_overall_mask)`` of ``masks``
+        (the rule before the repair): the square 16 x 16 grid here; a
+        backbone with its own grid overrides this
+        (:class:`~projects.sa2va.transforms.qwen_vl.QwenVLPoolPromptMasks`)."""
+        pixel, = require(results, 'pixel_values', where='PoolPromptMasks')
         pooled = pool_prompt_masks(masks, self.grid, self.mode,
                                    self.vision_size, ensure_nonempty=False)
+        vp = torch.zeros(pixel.shape[0], dtype=torch.bool)
+        vp[-1] = True
+        return pooled, vp
+
+    def transform(self, results: dict) -> dict:
+        masks, = require(results, 'masks', where=type(self).__name__)
+        pooled, vp = self._pool(masks, results)
         if self.ensure_nonempty:
             pooled, repaired = repair_empty_prompt_masks(masks, pooled)
             bump(results, 'prompt_mask_repaired', repaired)
@@ -219,8 +229,6 @@ class PoolPromptMasks(BaseTransform):
                 f'fewer than min_cells={self.min_cells} grid cells')
         results['prompt_masks'] = pooled
         results['region_token_counts'] = counts
-        vp = torch.zeros(pixel.shape[0], dtype=torch.bool)
-        vp[-1] = True
         results['vp_overall_mask'] = vp
         if not self.keep_gt:
             results.pop('masks')

@@ -14,12 +14,15 @@ Qwen-VL processor keeps one picture per image at a size of its own:
   over the merged grid.
 * :func:`pool_prompt_masks_grid`: a visual prompt's region mask pooled to
   that merged grid by the seed's two rules (``nearest`` / ``area > 0.5``,
-  optional ``ensure_nonempty``); the region's ``<IMG_CONTEXT>`` count is its
+  optional ``ensure_nonempty``); the region's ``<|image_pad|>`` count is its
   True cells on that grid.
 
-:class:`QwenVLImageInput` is the pipeline step that replaces
-``DynamicTiles`` + ``ImagesToTensor`` for these backbones (chosen by the
-model config's ``QWEN_VL_PRESETS`` entry, never inside a dataset).
+Pipeline steps (a Qwen-VL model config swaps them in for the InternVL steps
+of every dataset pipeline, ``MixedDataset(pipeline_swaps=...)``, never
+inside a dataset): :class:`QwenVLImageInput` for ``DynamicTiles`` +
+``ImagesToTensor`` (frames: ``qwen_vl_video.QwenVLVideoInput``),
+:class:`QwenVLPoolPromptMasks` for ``PoolPromptMasks``,
+:class:`QwenVLMaskCaptionOutputs` for ``MaskCaptionOutputs``.
 """
 from __future__ import annotations
 
@@ -32,12 +35,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..registry import TRANSFORMS
-from .base import BaseTransform
-from .functional import _as_mask_stack
-from .pixels import nearest_indices, resize_image
+from .base import BaseTransform, bump, require
+from .functional import (_as_mask_stack, repair_empty_prompt_masks,
+                         sam2_pixel_values)
+from .mask_caption import MaskCaptionOutputs, nearest_mask
+from .masks import PoolPromptMasks
+from .pixels import check_resampler, nearest_indices, resize_image
 
 __all__ = ['QWEN_VL_PRESETS', 'smart_resize', 'image_to_patches',
-           'pool_prompt_masks_grid', 'QwenVLImageInput']
+           'pool_prompt_masks_grid', 'qwen_vl_image', 'QwenVLImageInput',
+           'QwenVLPoolPromptMasks', 'QwenVLMaskCaptionOutputs', 'qwen_vl_pipeline_swaps',
+           'tiny_qwen_vl_pipeline_swaps']
 
 #: processor settings of each backbone (the released preprocessor_config.json
 #: values: Qwen2.5-VL uses the OpenAI CLIP statistics and 14 px patches,
@@ -112,15 +120,6 @@ def image_to_patches(pixels: torch.Tensor, patch_size: int, merge_size: int,
     return patches.contiguous(), torch.tensor([t, gh, gw], dtype=torch.long)
 
 
-def _cell_coverage_hw(mask: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
-    """Pixels of ``mask (H, W)`` in each cell of a ``grid_h x grid_w`` grid
-    (pixel row ``y`` in cell row ``y * grid_h // H``): ``(grid_h, grid_w)``."""
-    h, w = mask.shape
-    rows = F.one_hot(torch.arange(h) * grid_h // h, grid_h).to(torch.float64)
-    cols = F.one_hot(torch.arange(w) * grid_w // w, grid_w).to(torch.float64)
-    return rows.T @ (mask != 0).to(torch.float64).cpu() @ cols
-
-
 def pool_prompt_masks_grid(masks, grid_hw: Tuple[int, int], mode: str = 'nearest',
                            vision_hw: Optional[Tuple[int, int]] = None,
                            ensure_nonempty: bool = False) -> torch.Tensor:
@@ -159,72 +158,247 @@ def pool_prompt_masks_grid(masks, grid_hw: Tuple[int, int], mode: str = 'nearest
         raise ValueError(f"unknown pooling mode {mode!r} (expected 'nearest' or 'area')")
     pooled = pooled.cpu()
     if ensure_nonempty:
-        for i in range(masks.shape[0]):
-            if not pooled[i].any() and masks[i].any():
-                cell = int(torch.argmax(_cell_coverage_hw(masks[i], gh, gw).flatten()))
-                pooled[i].view(-1)[cell] = True
+        pooled, _ = repair_empty_prompt_masks(masks.cpu(), pooled)
     return pooled
+
+
+def qwen_vl_image(image: Image.Image, cfg: dict, resampler: str = 'pil'
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One RGB image -> the processor's ``(patches (n, 3 * 2 * p * p)
+    float32, grid_thw (3,) long)``: :func:`smart_resize` with ``cfg``'s
+    budget, resize (``resampler``), ``/ 255``, mean / std, patches."""
+    merge, patch = cfg['merge_size'], cfg['patch_size']
+    h, w = smart_resize(image.height, image.width, patch * merge,
+                        cfg['min_pixels'], cfg['max_pixels'])
+    resized = resize_image(image.convert('RGB'), (w, h), resampler)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
+    mean = torch.tensor(cfg['mean']).view(3, 1, 1)
+    std = torch.tensor(cfg['std']).view(3, 1, 1)
+    pixels = (pixels.to(torch.float32) / 255.0 - mean) / std
+    return image_to_patches(pixels, patch, merge, cfg['temporal_patch_size'])
+
+
+def _preset(backbone: str, min_pixels: Optional[int], max_pixels: Optional[int]) -> dict:
+    if backbone not in QWEN_VL_PRESETS:
+        raise ValueError(f'unknown Qwen-VL backbone {backbone!r}; one of '
+                         f'{sorted(QWEN_VL_PRESETS)}')
+    cfg = dict(QWEN_VL_PRESETS[backbone])
+    if min_pixels is not None:
+        cfg['min_pixels'] = int(min_pixels)
+    if max_pixels is not None:
+        cfg['max_pixels'] = int(max_pixels)
+    return cfg
+
+
+def _merged_grid(grid_thw, cfg: dict) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """``((gh, gw) merged grid, (H', W') resized image)`` of one image's
+    ``grid_thw`` row ``(1, H' / p, W' / p)``."""
+    _, gh, gw = (int(v) for v in grid_thw)
+    merge, patch = cfg['merge_size'], cfg['patch_size']
+    return (gh // merge, gw // merge), (gh * patch, gw * patch)
 
 
 @TRANSFORMS.register_module()
 class QwenVLImageInput(BaseTransform):
-    """One image -> Qwen-VL patches, grid and token counts (and prompt grids).
+    """One image -> Qwen-VL patches, grid and token count.
 
-    Required Keys: ``img`` (RGB PIL image). Optional: ``prompt_regions``
-    ``(n_obj, H, W)`` region masks of a visual-prompt sample.
+    Replaces ``DynamicTiles`` + ``ImagesToTensor`` of an image pipeline for
+    a Qwen-VL backbone (``MixedDataset(pipeline_swaps=...)``, see
+    ``configs/_base_/models/sa2va_qwen2_5_vl_tiny.py``). A ``text_only``
+    sample (LLaVA without image) is left as it is.
 
-    Added Keys: ``pixel_values (n_patches, 3 * 2 * p * p) float`` normalised,
-    ``image_grid_thw (1, 3) long``, ``num_image_tokens`` (int, merged tokens
-    of the image block), and with ``prompt_regions``: ``prompt_masks
-    (n_obj, gh, gw) bool`` on the merged grid, ``vp_overall_mask (1,)`` True
-    and ``region_token_counts`` (list of ints).
+    Required Keys: ``image`` (PIL RGB, from ``LoadImage``).
+
+    Added Keys: ``pixel_values (n_patches, 3 * 2 * p * p) float32``
+    normalised (the processor's patches: a picture of ``H' x W'`` after
+    :func:`smart_resize` gives ``n_patches = H' / p * W' / p``),
+    ``image_grid_thw (1, 3) long = (1, H' / p, W' / p)``,
+    ``num_image_tokens`` (int, ``H' * W' / (p * merge) ** 2``: the merged
+    tokens of the image block).
 
     Args:
-        backbone: a key of :data:`QWEN_VL_PRESETS`; the other arguments
-            override the preset.
-        pool_mode, ensure_nonempty: the prompt pooling rule.
+        backbone: a key of :data:`QWEN_VL_PRESETS`.
+        min_pixels, max_pixels: the resize budget (default: the preset's,
+            i.e. the processor's defaults; the official Sa2VA-Qwen single
+            image uses ``512 * 28 * 28`` / ``2048 * 28 * 28``).
+        key: ``'image'``, or ``'tiles'`` (the key of the ``ImagesToTensor``
+            this step replaces: for Qwen-VL the tiles are the image itself,
+            which is read from ``image``). Frames go to
+            :class:`~projects.sa2va.transforms.qwen_vl_video.QwenVLVideoInput`.
+        resampler: ``'pil'`` (the processors' bicubic) or ``'torch'``.
     """
 
+    KEYS = ('image', 'tiles')
+
     def __init__(self, backbone: str = 'qwen2_5_vl', min_pixels: Optional[int] = None,
-                 max_pixels: Optional[int] = None, pool_mode: str = 'nearest',
-                 ensure_nonempty: bool = True, resampler: str = 'pil'):
-        if backbone not in QWEN_VL_PRESETS:
-            raise ValueError(f'unknown Qwen-VL backbone {backbone!r}; one of '
-                             f'{sorted(QWEN_VL_PRESETS)}')
-        self.cfg = dict(QWEN_VL_PRESETS[backbone])
-        if min_pixels is not None:
-            self.cfg['min_pixels'] = int(min_pixels)
-        if max_pixels is not None:
-            self.cfg['max_pixels'] = int(max_pixels)
-        self.pool_mode = pool_mode
-        self.ensure_nonempty = ensure_nonempty
-        self.resampler = resampler
+                 max_pixels: Optional[int] = None, key: str = 'image',
+                 resampler: str = 'pil'):
+        if key not in self.KEYS:
+            raise ValueError(f'QwenVLImageInput reads one image: key must be one of '
+                             f'{self.KEYS}, got {key!r} (frames: QwenVLVideoInput)')
+        self.cfg = _preset(backbone, min_pixels, max_pixels)
+        self.backbone = backbone
+        self.resampler = check_resampler(resampler)
 
     def transform(self, results: dict) -> dict:
-        image = results['img']
+        if results.get('text_only'):
+            return results
+        image, = require(results, 'image', where='QwenVLImageInput')
         if not isinstance(image, Image.Image):
-            raise TypeError(f'QwenVLImageInput needs a PIL image in results["img"], '
+            raise TypeError(f'QwenVLImageInput needs a PIL image in results["image"], '
                             f'got {type(image).__name__}')
-        c = self.cfg
-        merge = c['merge_size']
-        h, w = smart_resize(image.height, image.width, c['patch_size'] * merge,
-                            c['min_pixels'], c['max_pixels'])
-        resized = resize_image(image.convert('RGB'), (w, h), self.resampler)
-        pixels = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
-        mean = torch.tensor(c['mean']).view(3, 1, 1)
-        std = torch.tensor(c['std']).view(3, 1, 1)
-        pixels = (pixels.to(torch.float32) / 255.0 - mean) / std
-        patches, grid = image_to_patches(pixels, c['patch_size'], merge,
-                                         c['temporal_patch_size'])
+        patches, grid = qwen_vl_image(image, self.cfg, self.resampler)
         results['pixel_values'] = patches
         results['image_grid_thw'] = grid[None]
-        gh, gw = int(grid[1]) // merge, int(grid[2]) // merge
+        (gh, gw), _ = _merged_grid(grid, self.cfg)
         results['num_image_tokens'] = gh * gw
-        regions = results.get('prompt_regions')
-        if regions is not None:
-            pm = pool_prompt_masks_grid(regions, (gh, gw), self.pool_mode, (h, w),
-                                        self.ensure_nonempty)
-            results['prompt_masks'] = pm
-            results['vp_overall_mask'] = torch.tensor([True])
-            results['region_token_counts'] = pm.flatten(1).sum(1).tolist()
         return results
+
+
+@TRANSFORMS.register_module()
+class QwenVLPoolPromptMasks(PoolPromptMasks):
+    """:class:`~projects.sa2va.transforms.masks.PoolPromptMasks` on the
+    image's merged-token grid (Qwen-VL): the same rules and arguments, the
+    grid ``(gh, gw) = image_grid_thw[0, 1:] / merge`` of the resized image
+    instead of 16 x 16.
+
+    * ``mode='nearest'``: torch's nearest rule from ``(H, W)`` to ``(gh,
+      gw)``; ``'area'``: nearest to the resized image ``(H', W')``, mean
+      per cell, ``> 0.5`` (:func:`pool_prompt_masks_grid`);
+    * ``ensure_nonempty``: a region that vanished gets the cell it covers
+      most (counted as ``prompt_mask_repaired``); ``min_cells``: a region
+      with fewer cells rejects the sample (``RecordError('small_region')``);
+      ``keep_gt``: keep ``masks``.
+
+    Required Keys: ``masks (n_obj, H, W)``, ``image_grid_thw (1, 3)`` (from
+    :class:`QwenVLImageInput`).
+
+    Added Keys: ``prompt_masks (n_obj, gh, gw) bool``, ``region_token_counts``
+    (list of n_obj ints: True cells, the ``<|image_pad|>`` count of each
+    ``<vp>`` block), ``vp_overall_mask (1,) bool`` True.
+
+    Args:
+        backbone: a key of :data:`QWEN_VL_PRESETS` (patch and merge size).
+        mode, ensure_nonempty, min_cells, keep_gt: as ``PoolPromptMasks``.
+    """
+
+    def __init__(self, backbone: str = 'qwen2_5_vl', mode: str = 'nearest',
+                 ensure_nonempty: bool = True, min_cells: int = 0,
+                 keep_gt: bool = False):
+        super().__init__(mode=mode, ensure_nonempty=ensure_nonempty,
+                         min_cells=min_cells, keep_gt=keep_gt)
+        self.cfg = _preset(backbone, None, None)
+
+    def _pool(self, masks, results: dict):
+        grid, = require(results, 'image_grid_thw', where='QwenVLPoolPromptMasks')
+        if grid.shape[0] != 1:
+            raise ValueError(f'QwenVLPoolPromptMasks pools on one image, got '
+                             f'image_grid_thw {grid.tolist()}')
+        grid_hw, vision_hw = _merged_grid(grid[0], self.cfg)
+        pooled = pool_prompt_masks_grid(masks, grid_hw, self.mode, vision_hw)
+        return pooled, torch.ones(1, dtype=torch.bool)
+
+
+@TRANSFORMS.register_module()
+class QwenVLMaskCaptionOutputs(MaskCaptionOutputs):
+    """The mask <-> caption tensors of frame 1 and frame 2 for a Qwen-VL
+    backbone (replaces :class:`~projects.sa2va.transforms.mask_caption.
+    MaskCaptionOutputs` in the Sa2VA mix; same inputs).
+
+    Per frame ``k``: ``pixel_values{k} (n_patches, 3 * 2 * p * p) float32``,
+    ``image_grid_thw{k} (1, 3) long``, ``num_image_tokens{k}`` (int), as
+    :class:`QwenVLImageInput`; ``prompt_masks{k} (gh, gw) bool``, the
+    frame's mask pooled to its merged grid (``prompt_mode``, and with
+    ``ensure_nonempty`` the repair; ``prompt_k0_{k}`` / ``prompt_repaired``
+    counted as in ``MaskCaptionOutputs``); ``g_pixel_values{k} (3, S, S)
+    uint8`` and ``masks{k} (S, S) float32`` {0, 1} as its direct route. A
+    single image gives ``*2`` = ``*1``. Plus ``caption``, ``dataset_type``,
+    ``has_paired_frame``. ``MaskCaptionToSa2VA`` then takes one frame.
+
+    Args:
+        backbone, min_pixels, max_pixels, resampler: as :class:`QwenVLImageInput`.
+        prompt_mode, ensure_nonempty, sam2_size: as ``MaskCaptionOutputs``.
+    """
+
+
+    def __init__(self, backbone: str = 'qwen2_5_vl', min_pixels: Optional[int] = None,
+                 max_pixels: Optional[int] = None, prompt_mode: str = 'nearest',
+                 ensure_nonempty: bool = False, sam2_size: int = 1024,
+                 resampler: str = 'pil'):
+        super().__init__(route='direct', prompt_mode=prompt_mode,
+                         ensure_nonempty=ensure_nonempty, sam2_size=sam2_size)
+        self.cfg = _preset(backbone, min_pixels, max_pixels)
+        self.resampler = check_resampler(resampler)
+
+    def frame_keys(self) -> tuple:
+        return ('pixel_values', 'image_grid_thw', 'num_image_tokens',
+                'g_pixel_values', 'prompt_masks', 'masks')
+
+    def frame_outputs(self, image, mask, results: dict, k: int) -> None:
+        patches, grid = qwen_vl_image(image, self.cfg, self.resampler)
+        grid_hw, vision_hw = _merged_grid(grid, self.cfg)
+        masks = torch.as_tensor(mask)[None]
+        pooled = pool_prompt_masks_grid(masks, grid_hw, self.prompt_mode, vision_hw)
+        if not pooled.any():
+            bump(results, f'prompt_k0_{k}')
+            if self.ensure_nonempty:
+                pooled, repaired = repair_empty_prompt_masks(masks, pooled)
+                bump(results, 'prompt_repaired', repaired)
+        results[f'pixel_values{k}'] = patches
+        results[f'image_grid_thw{k}'] = grid[None]
+        results[f'num_image_tokens{k}'] = grid_hw[0] * grid_hw[1]
+        results[f'g_pixel_values{k}'] = sam2_pixel_values(image, self.sam2_size)
+        results[f'prompt_masks{k}'] = pooled[0]
+        results[f'masks{k}'] = nearest_mask(mask, self.sam2_size)
+
+
+def qwen_vl_pipeline_swaps(backbone: str, min_pixels: Optional[int] = None,
+                           max_pixels: Optional[int] = None,
+                           video: Optional[dict] = None) -> dict:
+    """The ``MixedDataset(pipeline_swaps=...)`` table of a Qwen-VL backbone:
+    the InternVL image steps of every family's pipeline -> the Qwen-VL ones.
+
+    * ``DynamicTiles`` -> dropped (one picture per image);
+    * ``ImagesToTensor`` -> by its ``key``: ``'tiles'`` (an image)
+      :class:`QwenVLImageInput` (``min_pixels`` / ``max_pixels``),
+      ``'frames'`` (a video) ``QwenVLVideoInput`` (``video``: its
+      arguments, e.g. ``video_mode``, ``min_pixels``, ``max_pixels``);
+    * ``PoolPromptMasks`` -> :class:`QwenVLPoolPromptMasks`, keeping the
+      dataset's ``mode``, ``ensure_nonempty``, ``min_cells``, ``keep_gt``;
+    * ``MaskCaptionOutputs`` -> :class:`QwenVLMaskCaptionOutputs` (same
+      budget as images), keeping ``prompt_mode``, ``ensure_nonempty``,
+      ``sam2_size``.
+
+    Args:
+        backbone: a key of :data:`QWEN_VL_PRESETS`.
+        min_pixels, max_pixels: the image budget (None: the preset's).
+        video: extra ``QwenVLVideoInput`` arguments.
+
+    Returns:
+        a dict for the mix's ``pipeline_swaps``.
+    """
+    _preset(backbone, min_pixels, max_pixels)  # an unknown backbone fails here
+    budget = {k: v for k, v in (('min_pixels', min_pixels), ('max_pixels', max_pixels))
+              if v is not None}
+    image = dict(type='QwenVLImageInput', backbone=backbone, **budget,
+                 _inherit_=('key', ))
+    frames = dict(type='QwenVLVideoInput', backbone=backbone, **(video or {}),
+                  _inherit_=('key', ))
+    return dict(
+        DynamicTiles=None,
+        ImagesToTensor=dict(_by_='key', _cases_=dict(tiles=image, frames=frames)),
+        PoolPromptMasks=dict(type='QwenVLPoolPromptMasks', backbone=backbone,
+                             _inherit_=('mode', 'ensure_nonempty', 'min_cells', 'keep_gt')),
+        MaskCaptionOutputs=dict(type='QwenVLMaskCaptionOutputs', backbone=backbone, **budget,
+                                _inherit_=('prompt_mode', 'ensure_nonempty', 'sam2_size')))
+
+
+def tiny_qwen_vl_pipeline_swaps(backbone: str) -> dict:
+    """:func:`qwen_vl_pipeline_swaps` with the tiny configs' budget: at most
+    4 x 4 merged tokens per image or frame (videos at least 2 x 2), so a CPU
+    step stays short."""
+    cfg = _preset(backbone, None, None)
+    unit = cfg['patch_size'] * cfg['merge_size']
+    return qwen_vl_pipeline_swaps(
+        backbone, max_pixels=(4 * unit) ** 2,
+        video=dict(min_pixels=(2 * unit) ** 2, max_pixels=(4 * unit) ** 2))

@@ -72,6 +72,12 @@ class MaskCaptionToSa2VA(BaseTransform):
     agree. ``sa2va_collate_fn`` leaves a placeholder tile / grid that the
     preprocessor fills.
 
+    Qwen-VL (:class:`~projects.sa2va.transforms.qwen_vl.
+    QwenVLMaskCaptionOutputs`): ``pixel_values (n_patches, 3 * 2 * p * p)``,
+    ``image_grid_thw (1, 3)``, ``num_image_tokens`` of the frame (no
+    ``num_tiles``), describe: ``prompt_masks (1, gh, gw) bool`` on its merged
+    grid; the rest as the direct route.
+
     The ``*1`` / ``*2`` keys are removed.
 
     Args:
@@ -125,9 +131,13 @@ class MaskCaptionToSa2VA(BaseTransform):
         k = 1 if task == 'describe' else 2
         if option_a:
             results['option_a_image'] = results[f'image{k}']
+            results['num_tiles'] = 1
+        elif f'image_grid_thw{k}' in results:  # a Qwen-VL image
+            for key in ('pixel_values', 'image_grid_thw', 'num_image_tokens'):
+                results[key] = results[f'{key}{k}']
         else:
             results['pixel_values'] = results[f'pixel_values{k}'][None]
-        results['num_tiles'] = 1
+            results['num_tiles'] = 1
         if task == 'describe':
             # the decoded source masks are the prompt here, not a GT
             results.pop('masks', None)
@@ -159,7 +169,9 @@ class MaskCaptionToSa2VA(BaseTransform):
             results['g_pixel_values'] = results['g_pixel_values2']
         results['mc_task'] = task
         bump(results, f'mc_{task}')
-        for key in MASK_CAPTION_KEYS + MASK_CAPTION_OPTION_A_KEYS:
+        for key in MASK_CAPTION_KEYS + MASK_CAPTION_OPTION_A_KEYS + (
+                'image_grid_thw1', 'image_grid_thw2', 'num_image_tokens1',
+                'num_image_tokens2'):
             if key not in ('caption', 'dataset_type'):
                 results.pop(key, None)
         return results
