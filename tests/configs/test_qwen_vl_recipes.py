@@ -6,7 +6,8 @@
 * the training model, built weightless on the meta device from a local directory holding
   the released ``config.json`` values (``tests/manifests/qwen_vl_public_configs.py``),
   trains exactly the intended set: LoRA r 128 on the 7 linears of every text decoder
-  layer, the whole embedding and lm_head (one matrix when tied), ``text_hidden_fcs``, the
+  layer, the whole embedding and lm_head (two matrices, also where the checkpoint ties
+  them: peft's ``modules_to_save`` trains a copy of each), ``text_hidden_fcs``, the
   SAM2 mask decoder without its unreachable heads; the vision tower and its merger(s)
   frozen (needs transformers >= 4.57: skipped on the legacy stack);
 * the LR the real runner applies from iteration 0 is the 4e-5 schedule;
@@ -169,10 +170,12 @@ def test_recipe_model_trains_exactly_the_intended_set(name, tmp_path):
             want[stem + 'B.default.weight'] = (fan_out, 128)
     d, vocab = text.hidden_size, text.vocab_size
     want[f'{lm}model.language_model.embed_tokens.weight'] = (vocab, d)
-    tied = released.tie_word_embeddings
-    assert (hf.lm_head.weight is hf.get_input_embeddings().weight) is tied
-    if not tied:                  # a tied lm_head is the embedding matrix itself
-        want[f'{lm}lm_head.weight'] = (vocab, d)
+    # modules_to_save trains a copy of each: a tied lm_head (3B, 2B, 4B) is untied
+    want[f'{lm}lm_head.weight'] = (vocab, d)
+    assert hf.lm_head.weight is not hf.get_input_embeddings().weight
+    assert released.tie_word_embeddings is (name != 'sa2va_qwen2_5_vl_7b')
+    assert hf.config.tie_word_embeddings is False
+    assert getattr(hf.config.get_text_config(), 'tie_word_embeddings', False) is False
     want.update({'text_hidden_fcs.0.weight': (d, d), 'text_hidden_fcs.0.bias': (d, ),
                  'text_hidden_fcs.2.weight': (256, d), 'text_hidden_fcs.2.bias': (256, )})
     decoder = {n: tuple(p.shape) for n, p in model.named_parameters()
@@ -268,3 +271,32 @@ def test_every_dataset_runs_the_qwen_steps_after_the_swap(name):
     # images, video frames, visual prompts and mask <-> caption all occur in the mix
     assert seen == {'QwenVLImageInput', 'QwenVLVideoInput', 'QwenVLPoolPromptMasks',
                     'QwenVLMaskCaptionOutputs'}
+
+
+@needs_qwen_vl
+def test_whole_embeddings_untie_a_tied_lm_head(tmp_path):
+    """train_embeddings='all' on a tied checkpoint: the lm_head becomes its own trainable
+    matrix with the shared values (the official modules_to_save copies), and one optimiser
+    step moves the two apart; the config no longer ties them."""
+    from mmengine.registry import DefaultScope, MODELS
+
+    from projects.sa2va.models.qwen_vl import tiny_qwen_vl_config
+    from projects.sa2va.tokenization import build_tiny_tokenizer
+    tok = tmp_path / 'tokenizer'
+    build_tiny_tokenizer(str(tok), image_tokens='qwen_vl')
+    cfg = Config.fromfile(str(REPO / 'configs/_base_/models/sa2va_qwen2_5_vl_tiny.py'))
+    config = tiny_qwen_vl_config('qwen2_5_vl', vocab_size=1024)
+    config['tie_word_embeddings'] = config['text_config']['tie_word_embeddings'] = True
+    model_cfg = dict(cfg.model.to_dict(), tokenizer=str(tok), train_embeddings='all')
+    model_cfg['mllm'] = dict(model_cfg['mllm'], config=config)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('sa2va'):
+        model = MODELS.build(model_cfg)
+    emb, out = model.mllm.get_input_embeddings().weight, model.mllm.get_output_embeddings().weight
+    assert out is not emb and emb.requires_grad and out.requires_grad
+    assert torch.equal(out, emb)
+    assert model.mllm.config.get_text_config().tie_word_embeddings is False
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model.mllm.model(input_ids=ids).logits[0, -1, 3].backward()
+    torch.optim.SGD([emb, out], lr=1.0).step()
+    assert not torch.equal(out, emb)

@@ -144,7 +144,8 @@ class Sa2VAModel(BaseModel):
             trainable-token delta; ``train_new_token_rows``,
             ``train_lm_head``). ``'all'``: Sa2VA v1's recipe, the whole
             input embedding and the whole lm_head require grad (so weight
-            decay, the gradient norm and clipping see every row, as in v1).
+            decay, the gradient norm and clipping see every row, as in v1);
+            a tied lm_head becomes its own matrix (peft's modules_to_save).
         train_new_token_rows: with LoRA and ``'new_rows'``, the embedding
             rows of ``special_tokens`` are trainable (peft trainable tokens).
         train_lm_head: with LoRA, the whole lm_head is trainable (Sa2VA);
@@ -240,10 +241,7 @@ class Sa2VAModel(BaseModel):
                             train_new_token_rows and train_embeddings == 'new_rows',
                             train_lm_head)
         if train_embeddings == 'all':
-            self.mllm.get_input_embeddings().weight.requires_grad_(True)
-            out_emb = self.mllm.get_output_embeddings()
-            if out_emb is not None:
-                out_emb.weight.requires_grad_(True)
+            self._train_whole_embeddings()
 
         self.grounding_encoder = MODELS.build(_plain(grounding_encoder))
         if freeze_unreachable_sam2:
@@ -295,6 +293,25 @@ class Sa2VAModel(BaseModel):
         self.mllm.wrap_llm_lora(**lora, trainable_token_indices=rows or None)
         if train_lm_head:
             self.mllm.get_output_embeddings().weight.requires_grad_(True)
+
+    def _train_whole_embeddings(self) -> None:
+        """``train_embeddings='all'``: the input embedding and the lm_head
+        train whole. As peft's ``modules_to_save=['lm_head', 'embed_tokens']``
+        (Sa2VA v1, the Sa2VA-Qwen recipes), which trains a copy of each module,
+        a lm_head tied to the input embedding (Qwen2.5-VL-3B, Qwen3-VL-2B/4B)
+        becomes its own matrix, initialised from the shared one, and the
+        config says ``tie_word_embeddings=False`` (as the released Sa2VA-Qwen
+        checkpoints do)."""
+        emb, out = self.mllm.get_input_embeddings(), self.mllm.get_output_embeddings()
+        if out is not None and out.weight is emb.weight:
+            out.weight = nn.Parameter(emb.weight.detach().clone())
+            config = self.mllm.config
+            for cfg in {id(c): c for c in (config, getattr(config, 'get_text_config',
+                                                           lambda: config)())}.values():
+                cfg.tie_word_embeddings = False
+        emb.weight.requires_grad_(True)
+        if out is not None:
+            out.weight.requires_grad_(True)
 
     @property
     def sam2(self):
