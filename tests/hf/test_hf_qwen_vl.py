@@ -342,3 +342,23 @@ def test_predict_cli_reads_an_exported_qwen_directory(exported, tmp_path):
     from projects.sa2va.evaluation.predictor import load_frames
     assert got['answer'] == trained.segment_video(load_frames(str(frames)), 'Segment it.',
                                                   max_new_tokens=6)['text']
+
+
+def test_import_hf_cli_gives_a_training_checkpoint(exported, tmp_path):
+    """``tools/export.py --import-hf DIR --config CFG`` -> a full checkpoint (meta names the
+    Qwen layout) that ``model.pretrained_pth`` loads into the LoRA-wrapped training model with
+    the export's outputs; a directory of the other backbone is refused naming both layouts."""
+    from tools.export import main
+    e = exported('qwen2_5_vl')
+    out = tmp_path / 'imported.pth'
+    main(['--import-hf', str(e['dir']), '--config', str(e['cfg']), '--out', str(out)])
+    meta = torch.load(out, weights_only=True)['meta']
+    assert meta['hf_layout'] == 'sa2va_qwen2_5_vl' and meta['hf_template'] == 'qwen_chat'
+    back = build(e['cfg'], pretrained_pth=str(out))
+    got = _outputs(back, e['inputs'])
+    assert (got['logits'] - e['ref']['logits']).abs().max() <= 1e-5
+    assert got['gen_ids'].tolist() == e['ref']['gen_ids'].tolist()
+    with pytest.raises(ValueError, match='is a sa2va_qwen3_vl directory but the model is '
+                                         'built for sa2va_qwen2_5_vl'):
+        main(['--import-hf', str(exported('qwen3_vl')['dir']), '--config', str(e['cfg']),
+              '--out', str(tmp_path / 'wrong.pth')])

@@ -82,13 +82,20 @@ def load_hf_weights(model, hf_dir: str) -> Dict[str, Any]:
         ``{'loaded': n, 'template': official template name, 'layout': name}``.
 
     Raises:
-        ValueError: naming the model keys without an official counterpart,
+        ValueError: a directory of another layout than the model's (e.g.
+        a Qwen3-VL release into a Qwen2.5-VL model), naming both; naming
+        the model keys without an official counterpart,
         the official keys absent from the files, the official keys the
         model has no place for, and shape mismatches (nothing is loaded).
     """
     from ..evaluation.export import merged_key
     cfg, layout = read_hf_config(hf_dir)
     template = template_from_official(cfg['template'])
+    mine = layout_for_model(model)
+    if mine.name != layout.name:
+        raise ValueError(f'{hf_dir} is a {layout.name} directory but the model is built '
+                         f'for {mine.name} (its MLLM: {type(model.mllm).__name__} '
+                         f'{getattr(model.mllm, "model_type", "")})'.rstrip())
     weights = HFWeights(hf_dir)
     own = model.state_dict(trainable_only=False, keep_vars=True)
     targets: Dict[str, List[str]] = {}
