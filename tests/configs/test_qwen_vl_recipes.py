@@ -300,3 +300,27 @@ def test_whole_embeddings_untie_a_tied_lm_head(tmp_path):
     model.mllm.model(input_ids=ids).logits[0, -1, 3].backward()
     torch.optim.SGD([emb, out], lr=1.0).step()
     assert not torch.equal(out, emb)
+
+
+VIDEO_MODE_OPTION = ('train_dataloader.dataset.pipeline_swaps.ImagesToTensor._cases_.frames.'
+                     'video_mode=temporal_pairs')
+
+
+def test_native_video_option_of_the_docs(monkeypatch):
+    """docs/models.md's command: ``--cfg-options`` (tools/train.py's own parser and
+    build_config) switches every video dataset of a recipe to Qwen's temporal pairs; the
+    images keep their step."""
+    import projects.sa2va.transforms  # noqa: F401
+    from tools.train import build_config, parse_args
+    doc = (REPO / 'docs' / 'models.md').read_text()
+    assert f'--cfg-options {VIDEO_MODE_OPTION}' in doc
+    monkeypatch.chdir(REPO)
+    cfg = build_config(parse_args(['configs/sa2va_qwen3_vl_4b.py', '--cfg-options',
+                                   VIDEO_MODE_OPTION]))
+    modes = {}
+    for leaf in _leaves(cfg.train_dataloader.dataset.to_dict()):
+        for step in leaf['pipeline']:
+            if step['type'] == 'QwenVLVideoInput':
+                modes[leaf['dataset_name']] = (step['video_mode'], step['backbone'])
+    assert modes == {name: ('temporal_pairs', 'qwen3_vl') for name in
+                     ('revos', 'mevis', 'ref_ytvos', 'sav_pseudo', 'chat_univi')}
