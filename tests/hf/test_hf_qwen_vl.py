@@ -362,3 +362,14 @@ def test_import_hf_cli_gives_a_training_checkpoint(exported, tmp_path):
                                          'built for sa2va_qwen2_5_vl'):
         main(['--import-hf', str(exported('qwen3_vl')['dir']), '--config', str(e['cfg']),
               '--out', str(tmp_path / 'wrong.pth')])
+
+
+def test_a_qwen_vl_training_checkpoint_loads_every_key(exported):
+    """``load_pretrained`` keeps the keys the model has: QwenVLChat's own ``mllm.model.*``
+    keys are not rewritten by the Sa2VA v1 rule ``mllm.model. -> mllm.`` (they were, and
+    every Qwen-VL checkpoint was refused as unknown keys)."""
+    e = exported('qwen2_5_vl')
+    model = e['model']
+    loaded = model.load_pretrained(str(e['dir'].parent / 'iter_1.pth'))
+    assert loaded == sorted(model.state_dict())
+    assert any(k.startswith('mllm.model.base_model.model.model.language_model.') for k in loaded)
