@@ -373,3 +373,24 @@ def test_a_qwen_vl_training_checkpoint_loads_every_key(exported):
     loaded = model.load_pretrained(str(e['dir'].parent / 'iter_1.pth'))
     assert loaded == sorted(model.state_dict())
     assert any(k.startswith('mllm.model.base_model.model.model.language_model.') for k in loaded)
+
+
+def test_padded_embedding_rows_export_as_they_are(qwen_tokenizer_dir, tmp_path):
+    """A recipe model keeps its base checkpoint's padded rows (QwenVLChat never shrinks, e.g.
+    151936 > 151670): the export writes every row with text_config.vocab_size = the row
+    count (the official code builds the embedding from it) and imports back equal."""
+    _need('qwen3_vl')
+    from projects.sa2va.hf import export_hf
+    cfg = _config(tmp_path, 'qwen3_vl', qwen_tokenizer_dir)
+    cfg.write_text(cfg.read_text() + 'model.update(mllm=dict(config=dict(text_config=dict('
+                   'vocab_size=1100))))\n')
+    model = perturb_trainable(build(cfg))
+    assert model.mllm.get_input_embeddings().weight.shape[0] == 1100 > len(model.tokenizer)
+    x = _inputs(model)
+    ref = _outputs(model, x)
+    export_hf(model, str(tmp_path / 'hf'), 'qwen_chat', sam2_config=None)
+    written = json.loads((tmp_path / 'hf' / 'config.json').read_text())
+    assert written['text_config']['vocab_size'] == 1100
+    got = _outputs(build(cfg, pretrained_hf=str(tmp_path / 'hf')), x)
+    assert (got['logits'] - ref['logits']).abs().max() <= 1e-5
+    assert got['gen_ids'].tolist() == ref['gen_ids'].tolist()

@@ -9,8 +9,9 @@ model's Qwen-VL config (``Sa2VAChatConfigQwen`` subclasses
 ``architectures`` ``['Sa2VAChatModelQwen']``, the Qwen ``auto_map``,
 ``template`` (the training config's name, ``qwen_chat``),
 ``tie_word_embeddings`` False at both levels and ``text_config.vocab_size``
-= the tokenizer's length (the Qwen tokenizer + the 5 Sa2VA tokens); the
-processor files (tokenizer + ``preprocessor_config.json``) beside it.
+= the tokenizer's length (the Qwen tokenizer + the 5 Sa2VA tokens: the
+official training resizes the embeddings to it); the processor files
+(tokenizer + ``preprocessor_config.json``) beside it.
 """
 from __future__ import annotations
 
@@ -64,9 +65,15 @@ def qwen_vl_config_from_hf(cfg: Dict[str, Any], backbone: str) -> Dict[str, Any]
 def qwen_vl_config_json(model, layout, template: str, dtype_name: str) -> Dict[str, Any]:
     """The official ``config.json`` dict of a ``Sa2VAModel`` on ``QwenVLChat``.
 
+    ``text_config.vocab_size`` is the embedding's row count: ``len(tokenizer)``
+    for a model that started from a release (the official training resizes
+    to it), the base checkpoint's padded rows for a model trained from
+    ``Qwen/Qwen2.5-VL-*`` / ``Qwen3-VL-*`` here (``QwenVLChat`` never shrinks;
+    the official ``Sa2VAChatModelQwen`` builds its embedding from
+    ``vocab_size`` either way).
+
     Raises:
-        ValueError: the embedding rows differ from the tokenizer's length
-        (the official model resizes to exactly ``len(tokenizer)``).
+        ValueError: fewer embedding rows than tokenizer entries.
     """
     import transformers
 
@@ -74,14 +81,13 @@ def qwen_vl_config_json(model, layout, template: str, dtype_name: str) -> Dict[s
     mllm = model.mllm
     n_tok = len(model.tokenizer)
     rows = mllm.get_input_embeddings().weight.shape[0]
-    if rows != n_tok:
+    if rows < n_tok:
         raise ValueError(f'the embedding has {rows} rows but the tokenizer {n_tok} tokens: '
-                         'the Sa2VA-Qwen layout sets text_config.vocab_size = '
-                         'len(tokenizer), so they must be equal')
+                         'every token needs a row')
     qwen = mllm.config.to_dict()
     out = {k: v for k, v in qwen.items() if k not in ('_name_or_path', 'architectures',
                                                       'model_type', 'auto_map')}
-    text = dict(qwen['text_config'], vocab_size=n_tok, tie_word_embeddings=False)
+    text = dict(qwen['text_config'], vocab_size=rows, tie_word_embeddings=False)
     text.pop('_name_or_path', None)
     out['text_config'] = rope_fields_for_4x(text)
     out['vision_config'] = {k: v for k, v in qwen['vision_config'].items()
