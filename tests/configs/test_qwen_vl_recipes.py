@@ -324,3 +324,52 @@ def test_native_video_option_of_the_docs(monkeypatch):
                 modes[leaf['dataset_name']] = (step['video_mode'], step['backbone'])
     assert modes == {name: ('temporal_pairs', 'qwen3_vl') for name in
                      ('revos', 'mevis', 'ref_ytvos', 'sav_pseudo', 'chat_univi')}
+
+
+VIDEO_DATASETS = ('revos', 'mevis', 'ref_ytvos', 'sav_pseudo', 'chat_univi')
+
+
+@pytest.mark.parametrize('name,patch', [('sa2va_qwen2_5_vl_3b', 14), ('sa2va_qwen3_vl_4b', 16)])
+def test_recipe_pipelines_on_the_sample_data(name, patch, sample_cwd, tmp_path, monkeypatch):
+    """The recipe's own mix (swaps, budgets, text settings) on the generated sample tree with
+    the tiny Qwen-VL tokenizer: one sample of each of the 21 datasets has every picture's area
+    inside the official budget (images 512..2048 x 28^2 px, video frames 128..512 x 28^2), as
+    many <|image_pad|> ids as merged tokens plus visual-prompt cells, and the Qwen collate
+    batches all 21."""
+    from mmengine.registry import init_default_scope
+
+    import projects.sa2va.transforms  # noqa: F401
+    from projects.sa2va.datasets.check import build_leaves
+    from projects.sa2va.datasets.collate_qwen_vl import sa2va_qwen_vl_collate_fn
+    from projects.sa2va.tokenization import build_tiny_tokenizer
+    from projects.sa2va.transforms.formatting import build_tokenizer
+    tok = tmp_path / 'tokenizer_qwen_vl'
+    build_tiny_tokenizer(str(tok), image_tokens='qwen_vl')
+    mix = _cfg(name).train_dataloader.dataset.to_dict()
+    mix['data_root_prefix'] = ('./data/', 'data/sample/',
+                               [d['dataset_name'] for d in mix['datasets']])
+    for step in ('EncodeConversation', 'EncodeLLaVAConversation'):
+        mix['pipeline_overrides'][step]['tokenizer'] = str(tok)
+    image_pad = build_tokenizer(str(tok)).convert_tokens_to_ids('<|image_pad|>')
+    init_default_scope('sa2va')
+    monkeypatch.chdir(sample_cwd)
+    leaves = build_leaves(mix)
+    assert [leaf.error for leaf in leaves if leaf.error] == [] and len(leaves) == 21
+    items = []
+    for leaf in leaves:
+        item = leaf.dataset[0]
+        thw = item['image_grid_thw']
+        lo, hi = FRAME_PIXELS if leaf.name in VIDEO_DATASETS else IMAGE_PIXELS
+        area = thw[:, 1] * thw[:, 2] * patch * patch
+        assert bool(((area >= lo) & (area <= hi)).all()), (leaf.name, thw)
+        assert len(thw) == (5 if leaf.name in VIDEO_DATASETS else 1), leaf.name
+        assert item['pixel_values'].shape == (int(thw.prod(1).sum()), 3 * 2 * patch * patch)
+        cells = sum(int(m.sum()) for m in item.get('prompt_masks', []))
+        assert (cells > 0) is (leaf.name.startswith(('osprey', 'describe', 'mc_sa2va_refcoco'))), \
+            leaf.name
+        n_pad = int((torch.as_tensor(item['input_ids']) == image_pad).sum())
+        assert n_pad == int((thw[:, 1] * thw[:, 2]).sum()) // 4 + cells, leaf.name
+        items.append(item)
+    batch = sa2va_qwen_vl_collate_fn(items, pad_index=0)
+    assert batch['image_grid_thw'].shape == (5 * len(VIDEO_DATASETS) + 21 - len(VIDEO_DATASETS), 3)
+    assert batch['pixel_values'].shape[0] == int(batch['image_grid_thw'].prod(1).sum())
