@@ -262,6 +262,8 @@ def test_video_token_count_mismatch_raises(model_type, qwen_tok):
                           video_grid_thw=out['video_grid_thw'])
     with pytest.raises(ValueError, match='without video_grid_thw'):
         chat.build_inputs(ids, pixel_values_videos=out['pixel_values_videos'])
+    with pytest.raises(ValueError, match='no pixel_values_videos'):  # never text embeddings
+        chat.build_inputs(ids)
 
 
 @pytest.mark.parametrize('model_type', BACKBONES)
@@ -285,6 +287,97 @@ def test_generation_with_video_matches_the_forward(model_type, qwen_tok):
     assert ref.logits[0, n - 1:].argmax(-1).tolist() == new.tolist()
     torch.testing.assert_close(gen.hidden_states[-1][0][0, -1], ref.hidden_states[0][0, -1],
                                atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------ a real sample
+@pytest.fixture(scope='module')
+def refvos_root(tmp_path_factory):
+    from projects.sa2va.sample_data import make_sample_data
+    out = tmp_path_factory.mktemp('refvos_qwen')
+    make_sample_data(out, families=['refvos'])
+    return out / 'video_datas'
+
+
+@pytest.fixture(scope='module')
+def qwen_tok_dir(tmp_path_factory):
+    from projects.sa2va.tokenization import build_tiny_tokenizer
+    path = tmp_path_factory.mktemp('qwen_vl_tok')
+    build_tiny_tokenizer(path, image_tokens='qwen_vl')
+    return path
+
+
+def _refvos_samples(root, tok_dir, model_type, mode):
+    """Two MeViS samples (5 objects x 5 frames) of the refvos base config,
+    its pipeline swapped for the backbone (``qwen_vl_pipeline_swaps``:
+    ``ImagesToTensor(key='frames')`` -> ``QwenVLVideoInput``), the Qwen text
+    settings as pipeline defaults."""
+    import projects.sa2va.datasets  # noqa: F401  (registers the families)
+    from projects.sa2va.datasets.mixing import apply_pipeline_defaults, swap_pipeline_steps
+    from projects.sa2va.registry import DATASETS
+    from projects.sa2va.transforms.qwen_vl import qwen_vl_pipeline_swaps
+    from tests.datasets.family_utils import base_config
+    f = 2 * QWEN_VL_PRESETS[model_type]['patch_size']
+    cfg = dict(base_config('refvos').refvos_mevis.to_dict(), data_root=str(root / 'mevis/train'))
+    swaps = qwen_vl_pipeline_swaps(model_type, video=dict(
+        video_mode=mode, min_pixels=f * f, max_pixels=9 * f * f, fps=6.0))
+    cfg = apply_pipeline_defaults(swap_pipeline_steps(cfg, swaps), dict(
+        EncodeConversation=dict(tokenizer=str(tok_dir), template='qwen_chat',
+                                image_tokens='qwen_vl'),
+        SAM2Input=dict(size=256)))
+    assert [st['type'] for st in cfg['pipeline']].count('QwenVLVideoInput') == 1
+    ds = DATASETS.build(cfg)
+    return [ds[0], ds[1]]
+
+
+@pytest.mark.parametrize('mode', ['frames', 'temporal_pairs'])
+@pytest.mark.parametrize('model_type', BACKBONES)
+def test_refvos_sample_trains_a_step(model_type, mode, refvos_root, qwen_tok_dir):
+    """LoadFrames -> QwenVLVideoInput -> SAM2Input -> EncodeConversation ->
+    PackInputs -> sa2va_qwen_vl_collate_fn -> the tiny Qwen Sa2VA model: the
+    text has the video's tokens, SAM2 gets the 5 frames of each sample, the
+    losses are finite and a step moves the trainable weights."""
+    _need(model_type)
+    from projects.sa2va.datasets import sa2va_qwen_vl_collate_fn
+    from tests.models.test_qwen_vl import _build
+    model = _build(model_type, qwen_tok_dir)
+    samples = _refvos_samples(refvos_root, qwen_tok_dir, model_type, mode)
+    batch = sa2va_qwen_vl_collate_fn(samples)
+    chat = model.mllm
+    ids = batch['input_ids']
+    assert batch['frames_per_batch'] == [5, 5]
+    assert [m.shape[0] for m in batch['masks']] == [25, 25]  # 5 objects x 5 frames
+    if mode == 'frames':
+        grid = batch['image_grid_thw']
+        assert grid.shape == (10, 3) and (grid[:, 0] == 1).all()
+        per_frame = int(grid[0, 1:].prod()) // 4
+        assert ((ids == chat.image_token_id).sum(1) == 5 * per_frame).all()
+        assert ((ids == chat.vision_start_id).sum(1) == 5).all()
+        assert 'pixel_values_videos' not in batch
+    else:
+        grid = batch['video_grid_thw']
+        assert grid.shape == (2, 3) and grid[:, 0].tolist() == [3, 3]  # 5 frames -> 3 pairs
+        assert ((ids == chat.video_token_id).sum(1) == grid.prod(-1) // 4).all()
+        assert not (ids == chat.image_token_id).any() and 'pixel_values' not in batch
+        assert ('second_per_grid_ts' in batch) == (model_type == 'qwen2_5_vl')
+    seen = []
+    sam2_images = model._sam2_images
+    model._sam2_images = lambda g: seen.append(sam2_images(g)) or seen[-1]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    data = model.data_preprocessor(batch, True)
+    losses = model(**data, mode='loss')
+    assert all(torch.isfinite(v) and float(v) > 0 for v in losses.values()), losses
+    assert seen and seen[0].shape == (10, 3, 256, 256)  # SAM2: the 5 frames of each
+    total, _ = model.parse_losses(losses)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    merger = [p for n, p in model.named_parameters() if '.merger.' in n and p.requires_grad]
+    assert merger and all(p.grad is not None and p.grad.abs().sum() > 0 for p in merger)
+    opt.step()
+    moved = {n for n, p in model.named_parameters()
+             if n in before and not torch.equal(before[n], p.detach())}
+    for group in ('lora_B', 'merger', 'text_hidden_fcs', 'sam_mask_decoder'):
+        assert any(group in n for n in moved), group
 
 
 def test_collate_video_keys_and_their_errors():

@@ -327,10 +327,14 @@ class QwenVLChat(nn.Module):
         if pixel_values_videos is None:
             if video_grid_thw is not None:
                 raise ValueError('video_grid_thw without pixel_values_videos')
+            if self.video_token_id is not None and bool((input_ids == self.video_token_id).any()):
+                raise ValueError(f'the text has {QWEN_VIDEO_TOKENS[1]} tokens but no '
+                                 f'pixel_values_videos were given (a pipeline step that drops '
+                                 f'them, e.g. PackInputs keys?)')
             return None
         if video_grid_thw is None:
             raise ValueError('pixel_values_videos without video_grid_thw')
-        if getattr(self, 'video_token_id', None) is None:
+        if self.video_token_id is None:
             raise ValueError(f'video input but the tokenizer has no {QWEN_VIDEO_TOKENS[1]} '
                              f'token (prepare_for_tokenizer)')
         return input_ids == self.video_token_id

@@ -180,7 +180,9 @@ class PackInputs(BaseTransform):
 
     DEFAULT_KEYS = ('input_ids', 'labels', 'pixel_values', 'g_pixel_values',
                     'masks', 'prompt_masks', 'vp_overall_mask',
-                    'option_a_image', 'option_a_mask', 'image_grid_thw')
+                    'option_a_image', 'option_a_mask', 'image_grid_thw',
+                    'pixel_values_videos', 'video_grid_thw',
+                    'second_per_grid_ts')
 
     def __init__(self, keys=DEFAULT_KEYS,
                  meta_keys=('img_path', 'sample_idx', 'ori_shape',

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..constants import IMAGE_TOKENS
 from ..registry import TRANSFORMS
 from .base import BaseTransform, RecordError, require
 from .pixels import check_resampler, resize_image
@@ -58,8 +59,9 @@ QWEN_VL_VIDEO_MODES = ('frames', 'temporal_pairs')
 #: the same numbers for Qwen2.5-VL and Qwen3-VL).
 FRAME_MIN_PIXELS = 128 * 28 * 28
 FRAME_MAX_PIXELS = 512 * 28 * 28
-#: vision start, video token, vision end of the Qwen-VL tokenizers.
-QWEN_VIDEO_TOKENS = ('<|vision_start|>', '<|video_pad|>', '<|vision_end|>')
+#: vision start, video token, vision end of the Qwen-VL tokenizers (the
+#: image block's start / end of ``IMAGE_TOKENS['qwen_vl']``).
+QWEN_VIDEO_TOKENS = (IMAGE_TOKENS['qwen_vl'][0], '<|video_pad|>', IMAGE_TOKENS['qwen_vl'][2])
 
 
 def qwen3_video_size(num_frames: int, height: int, width: int, factor: int,
