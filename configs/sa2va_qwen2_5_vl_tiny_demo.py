@@ -34,6 +34,7 @@ train_dataloader = dict(
 # trainable mergers): only the class and its transformers config change
 model = dict(
     tokenizer=tokenizer_path,
+    data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
     mllm=dict(type='QwenVLChat',
               config=dict(_delete_=True,
                           **tiny_qwen_vl_config(qwen_vl_backbone, vocab_size=1024))))

@@ -125,3 +125,34 @@ def test_mask_caption_pair_to_sa2va_describe_and_segment():
     assert segment['pixel_values'].equal(out['pixel_values2'])
     assert segment['masks'].shape == (1, 32, 32) and segment['masks'].dtype == torch.uint8
     assert 'prompt_masks' not in segment
+
+
+@pytest.mark.parametrize('backbone', ['qwen2_5_vl', 'qwen3_vl'])
+def test_uint8_patches_normalised_on_device_equal_the_float_ones(backbone):
+    """``as_uint8``: the worker sends the patches' bytes; the data
+    preprocessor with the backbone's statistics gives the float patches bit
+    for bit (which equal the processor's, test above); uint8 patches without
+    statistics, and a batch mixing dtypes, raise."""
+    from projects.sa2va.datasets import sa2va_qwen_vl_collate_fn
+    from projects.sa2va.models.data_preprocessor import Sa2VADataPreprocessor
+    img = _picture(90, 130, 3)
+    ref = QwenVLImageInput(backbone, max_pixels=128 * 128)({'image': img})
+    raw = QwenVLImageInput(backbone, max_pixels=128 * 128, as_uint8=True)({'image': img})
+    assert raw['pixel_values'].dtype == torch.uint8
+    assert raw['image_grid_thw'].equal(ref['image_grid_thw'])
+    out = Sa2VADataPreprocessor(qwen_vl_stats=backbone)(
+        dict(pixel_values=raw['pixel_values'], image_grid_thw=raw['image_grid_thw']))
+    assert out['pixel_values'].dtype == torch.float32
+    assert out['pixel_values'].equal(ref['pixel_values'])
+    bf16 = Sa2VADataPreprocessor(dtype='bfloat16', qwen_vl_stats=backbone)(
+        dict(pixel_values=raw['pixel_values']))['pixel_values']
+    assert bf16.equal(ref['pixel_values'].to(torch.bfloat16))
+    with pytest.raises(ValueError, match='qwen_vl_stats'):
+        Sa2VADataPreprocessor()(dict(pixel_values=raw['pixel_values']))
+    samples = [dict(input_ids=[1, 2], labels=[1, 2], **{k: s[k] for k in (
+        'pixel_values', 'image_grid_thw')}) for s in (ref, raw)]
+    with pytest.raises(TypeError, match='mix dtypes'):
+        sa2va_qwen_vl_collate_fn(samples)
+    pair = QwenVLMaskCaptionOutputs(backbone, max_pixels=128 * 128, as_uint8=True)(
+        dict(image=img, masks=torch.ones(1, 90, 130, dtype=torch.uint8), caption='x'))
+    assert pair['pixel_values1'].equal(raw['pixel_values'])

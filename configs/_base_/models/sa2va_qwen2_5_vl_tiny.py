@@ -30,6 +30,8 @@ qwen_vl_collate_fn = dict(type='sa2va.sa2va_qwen_vl_collate_fn', pad_index=0)
 
 model = dict(
     tokenizer=sa2va_tiny_qwen_vl_tokenizer,
+    # uint8 patches (QwenVLImageInput(as_uint8=True)) get this backbone's stats
+    data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
     mllm=dict(
         _delete_=True,
         type='QwenVLChat',

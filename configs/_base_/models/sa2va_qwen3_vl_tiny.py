@@ -10,5 +10,6 @@ from projects.sa2va.transforms.qwen_vl import tiny_qwen_vl_pipeline_swaps  # noq
 qwen_vl_backbone = 'qwen3_vl'
 qwen_vl_pipeline_swaps = dict(_delete_=True, **tiny_qwen_vl_pipeline_swaps(qwen_vl_backbone))
 
-model = dict(mllm=dict(config=dict(_delete_=True,
+model = dict(data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
+             mllm=dict(config=dict(_delete_=True,
                                    **tiny_qwen_vl_config(qwen_vl_backbone, vocab_size=1024))))

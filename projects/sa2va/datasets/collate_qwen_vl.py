@@ -26,10 +26,17 @@ QWEN_VL_VIDEO_KEYS = ('pixel_values_videos', 'video_grid_thw', 'second_per_grid_
 def _with_patches(instances: Sequence[dict], pixel_key: str, grid_key: str):
     """``(i, sample, patches, grid)`` of each sample that has ``pixel_key`` /
     ``grid_key``; raises naming sample ``i`` when they disagree."""
+    dtypes = {}
     for i, s in enumerate(instances):
         pv, grid = s.get(pixel_key), s.get(grid_key)
         if pv is None and grid is None:
             continue
+        if pv is not None:
+            dtypes.setdefault(str(pv.dtype), i)
+            if len(dtypes) > 1:  # torch.cat would promote uint8 bytes silently
+                raise TypeError(f'{pixel_key}: samples mix dtypes (dtype -> first sample: '
+                                f'{dtypes}); the image / video steps of a batch must agree '
+                                f'on as_uint8')
         if pv is None or grid is None or pv.ndim != 2 or grid.ndim != 2 \
                 or int(grid.prod(-1).sum()) != pv.shape[0]:
             raise ValueError(

@@ -29,7 +29,11 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
     * ``pixel_values`` that left the workers as uint8 tiles are normalised
       here (``/255``, ImageNet mean/std), bit-identical to the seed's
       ``ToTensor`` + ``Normalize`` in float32, then cast to ``dtype``;
-      float tiles are only cast.
+      float tiles are only cast. Qwen-VL patches (``pixel_values`` /
+      ``pixel_values_videos`` ``(n, 3 * 2 * p * p)``) left as uint8
+      (``QwenVLImageInput(as_uint8=True)``) are normalised with the
+      statistics of ``qwen_vl_stats`` (:func:`~projects.sa2va.transforms.
+      qwen_vl.normalize_patches`, the worker's own float rule), then cast.
     * ``g_pixel_values`` (the collate's flat list of ``(3, S, S) uint8``
       frames) become one ``(F, 3, S, S)`` tensor, SAM2-normalised
       (``/255``, ImageNet mean/std, in float32) and cast to ``sam2_dtype``;
@@ -53,13 +57,26 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
         sam2_dtype: floating dtype of the SAM2 frames (None = ``dtype``).
         mean, std: normalisation statistics of the vision tower.
         image_size, grid: option-A sizes (448 tiles, 16 x 16 prompt grid).
+        qwen_vl_stats: a key of ``QWEN_VL_PRESETS`` (``'qwen2_5_vl'``,
+            ``'qwen3_vl'``): the mean / std of uint8 Qwen-VL patches. None:
+            uint8 patches raise (they must not meet another backbone's
+            statistics).
     """
 
     def __init__(self, dtype: str | torch.dtype | None = None,
                  sam2_dtype: str | torch.dtype | None = None,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 image_size: int = IMAGE_SIZE, grid: int = GRID_SIZE):
+                 image_size: int = IMAGE_SIZE, grid: int = GRID_SIZE,
+                 qwen_vl_stats: Optional[str] = None):
         super().__init__()
+        self.qwen_vl_stats = None
+        if qwen_vl_stats is not None:
+            from ..transforms.qwen_vl import QWEN_VL_PRESETS
+            if qwen_vl_stats not in QWEN_VL_PRESETS:
+                raise ValueError(f'qwen_vl_stats must be one of '
+                                 f'{sorted(QWEN_VL_PRESETS)}, got {qwen_vl_stats!r}')
+            preset = QWEN_VL_PRESETS[qwen_vl_stats]
+            self.qwen_vl_stats = (preset['mean'], preset['std'])
         self.dtype = _as_dtype(dtype) or torch.float32
         self.sam2_dtype = _as_dtype(sam2_dtype) or self.dtype
         self.mean, self.std = tuple(mean), tuple(std)
@@ -79,17 +96,30 @@ class Sa2VADataPreprocessor(BaseDataPreprocessor):
         data.pop('data_stats', None)
         data.pop('meta', None)
         data = self.cast_data(data)
-        pixel = data.get('pixel_values')
-        if isinstance(pixel, torch.Tensor):
-            if pixel.dtype == torch.uint8:
-                pixel = normalize_uint8(pixel, self.mean, self.std,
-                                        self.dtype)
-            data['pixel_values'] = pixel.to(self.dtype)
+        for key in ('pixel_values', 'pixel_values_videos'):
+            pixel = data.get(key)
+            if isinstance(pixel, torch.Tensor):
+                data[key] = self._pixels(pixel, key)
         if 'g_pixel_values' in data:
             data['g_pixel_values'] = self._sam2_frames(data['g_pixel_values'])
         if 'option_a_images' in data:
             self._fill_option_a(data)
         return data
+
+    def _pixels(self, pixel: torch.Tensor, key: str) -> torch.Tensor:
+        """InternVL tiles ``(N, 3, s, s)`` or Qwen-VL patches ``(n, D)``:
+        uint8 normalised, then cast to ``dtype``."""
+        if pixel.dtype == torch.uint8 and pixel.ndim == 2:
+            if self.qwen_vl_stats is None:
+                raise ValueError(
+                    f'{key} are uint8 Qwen-VL patches {tuple(pixel.shape)} but the data '
+                    f'preprocessor has no qwen_vl_stats: set data_preprocessor='
+                    f"dict(qwen_vl_stats='qwen2_5_vl' | 'qwen3_vl')")
+            from ..transforms.qwen_vl import normalize_patches
+            return normalize_patches(pixel, *self.qwen_vl_stats, self.dtype)
+        if pixel.dtype == torch.uint8:
+            pixel = normalize_uint8(pixel, self.mean, self.std, self.dtype)
+        return pixel.to(self.dtype)
 
     def _fill_option_a(self, data: dict) -> None:
         """Derive option-A tiles and grids and put them in their places."""

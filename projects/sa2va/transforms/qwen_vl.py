@@ -36,14 +36,14 @@ from PIL import Image
 
 from ..registry import TRANSFORMS
 from .base import BaseTransform, bump, require
-from .functional import (_as_mask_stack, repair_empty_prompt_masks,
-                         sam2_pixel_values)
+from .functional import (_as_mask_stack, normalize_uint8,
+                         repair_empty_prompt_masks, sam2_pixel_values)
 from .mask_caption import MaskCaptionOutputs, nearest_mask
 from .masks import PoolPromptMasks
 from .pixels import check_resampler, nearest_indices, resize_image
 
 __all__ = ['QWEN_VL_PRESETS', 'smart_resize', 'image_to_patches',
-           'pool_prompt_masks_grid', 'qwen_vl_image', 'QwenVLImageInput',
+           'pool_prompt_masks_grid', 'normalize_patches', 'qwen_vl_image', 'QwenVLImageInput',
            'QwenVLPoolPromptMasks', 'QwenVLMaskCaptionOutputs', 'qwen_vl_pipeline_swaps',
            'tiny_qwen_vl_pipeline_swaps']
 
@@ -162,20 +162,40 @@ def pool_prompt_masks_grid(masks, grid_hw: Tuple[int, int], mode: str = 'nearest
     return pooled
 
 
-def qwen_vl_image(image: Image.Image, cfg: dict, resampler: str = 'pil'
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One RGB image -> the processor's ``(patches (n, 3 * 2 * p * p)
-    float32, grid_thw (3,) long)``: :func:`smart_resize` with ``cfg``'s
-    budget, resize (``resampler``), ``/ 255``, mean / std, patches."""
+def normalize_patches(patches: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 patches -> the processor's normalised patches.
+
+    Args:
+        patches: ``(n, 3 * L) uint8`` (channel-major features, as
+            :func:`image_to_patches` lays out ``(3, T, p, p)``).
+        mean, std: per-channel statistics of the backbone.
+
+    Returns:
+        ``(n, 3 * L)`` ``dtype``: ``(x / 255 - mean) / std`` in float32 (the
+        float32 operations of :func:`~projects.sa2va.transforms.functional.
+        normalize_uint8`, so the data preprocessor gives the same bits as a
+        worker that normalises).
+    """
+    n = patches.shape[0]
+    return normalize_uint8(patches.reshape(n, 3, -1, 1), mean, std, dtype).reshape(n, -1)
+
+
+def qwen_vl_image(image: Image.Image, cfg: dict, resampler: str = 'pil',
+                  as_uint8: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One RGB image -> the processor's ``(patches (n, 3 * 2 * p * p),
+    grid_thw (3,) long)``: :func:`smart_resize` with ``cfg``'s budget,
+    resize (``resampler``), patches; float32 ``/ 255``, mean / std
+    (:func:`normalize_patches`), or the uint8 bytes with ``as_uint8``."""
     merge, patch = cfg['merge_size'], cfg['patch_size']
     h, w = smart_resize(image.height, image.width, patch * merge,
                         cfg['min_pixels'], cfg['max_pixels'])
     resized = resize_image(image.convert('RGB'), (w, h), resampler)
     pixels = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
-    mean = torch.tensor(cfg['mean']).view(3, 1, 1)
-    std = torch.tensor(cfg['std']).view(3, 1, 1)
-    pixels = (pixels.to(torch.float32) / 255.0 - mean) / std
-    return image_to_patches(pixels, patch, merge, cfg['temporal_patch_size'])
+    patches, grid = image_to_patches(pixels, patch, merge, cfg['temporal_patch_size'])
+    if not as_uint8:
+        patches = normalize_patches(patches, cfg['mean'], cfg['std'])
+    return patches, grid
 
 
 def _preset(backbone: str, min_pixels: Optional[int], max_pixels: Optional[int]) -> dict:
@@ -211,7 +231,8 @@ class QwenVLImageInput(BaseTransform):
 
     Added Keys: ``pixel_values (n_patches, 3 * 2 * p * p) float32``
     normalised (the processor's patches: a picture of ``H' x W'`` after
-    :func:`smart_resize` gives ``n_patches = H' / p * W' / p``),
+    :func:`smart_resize` gives ``n_patches = H' / p * W' / p``; ``uint8``
+    0..255 with ``as_uint8``),
     ``image_grid_thw (1, 3) long = (1, H' / p, W' / p)``,
     ``num_image_tokens`` (int, ``H' * W' / (p * merge) ** 2``: the merged
     tokens of the image block).
@@ -226,19 +247,24 @@ class QwenVLImageInput(BaseTransform):
             which is read from ``image``). Frames go to
             :class:`~projects.sa2va.transforms.qwen_vl_video.QwenVLVideoInput`.
         resampler: ``'pil'`` (the processors' bicubic) or ``'torch'``.
+        as_uint8: keep the patches' bytes (4 x fewer bytes from worker to
+            trainer); ``Sa2VADataPreprocessor(qwen_vl_stats=backbone)``
+            normalises them on device, bit-identical. Every image and frame
+            of a batch must agree (the collate raises on mixed dtypes).
     """
 
     KEYS = ('image', 'tiles')
 
     def __init__(self, backbone: str = 'qwen2_5_vl', min_pixels: Optional[int] = None,
                  max_pixels: Optional[int] = None, key: str = 'image',
-                 resampler: str = 'pil'):
+                 resampler: str = 'pil', as_uint8: bool = False):
         if key not in self.KEYS:
             raise ValueError(f'QwenVLImageInput reads one image: key must be one of '
                              f'{self.KEYS}, got {key!r} (frames: QwenVLVideoInput)')
         self.cfg = _preset(backbone, min_pixels, max_pixels)
         self.backbone = backbone
         self.resampler = check_resampler(resampler)
+        self.as_uint8 = as_uint8
 
     def transform(self, results: dict) -> dict:
         if results.get('text_only'):
@@ -247,7 +273,7 @@ class QwenVLImageInput(BaseTransform):
         if not isinstance(image, Image.Image):
             raise TypeError(f'QwenVLImageInput needs a PIL image in results["image"], '
                             f'got {type(image).__name__}')
-        patches, grid = qwen_vl_image(image, self.cfg, self.resampler)
+        patches, grid = qwen_vl_image(image, self.cfg, self.resampler, self.as_uint8)
         results['pixel_values'] = patches
         results['image_grid_thw'] = grid[None]
         (gh, gw), _ = _merged_grid(grid, self.cfg)
@@ -316,7 +342,8 @@ class QwenVLMaskCaptionOutputs(MaskCaptionOutputs):
     ``has_paired_frame``. ``MaskCaptionToSa2VA`` then takes one frame.
 
     Args:
-        backbone, min_pixels, max_pixels, resampler: as :class:`QwenVLImageInput`.
+        backbone, min_pixels, max_pixels, resampler, as_uint8: as
+            :class:`QwenVLImageInput`.
         prompt_mode, ensure_nonempty, sam2_size: as ``MaskCaptionOutputs``.
     """
 
@@ -324,9 +351,10 @@ class QwenVLMaskCaptionOutputs(MaskCaptionOutputs):
     def __init__(self, backbone: str = 'qwen2_5_vl', min_pixels: Optional[int] = None,
                  max_pixels: Optional[int] = None, prompt_mode: str = 'nearest',
                  ensure_nonempty: bool = False, sam2_size: int = 1024,
-                 resampler: str = 'pil'):
+                 resampler: str = 'pil', as_uint8: bool = False):
         super().__init__(route='direct', prompt_mode=prompt_mode,
-                         ensure_nonempty=ensure_nonempty, sam2_size=sam2_size)
+                         ensure_nonempty=ensure_nonempty, sam2_size=sam2_size,
+                         as_uint8=as_uint8)
         self.cfg = _preset(backbone, min_pixels, max_pixels)
         self.resampler = check_resampler(resampler)
 
@@ -335,7 +363,7 @@ class QwenVLMaskCaptionOutputs(MaskCaptionOutputs):
                 'g_pixel_values', 'prompt_masks', 'masks')
 
     def frame_outputs(self, image, mask, results: dict, k: int) -> None:
-        patches, grid = qwen_vl_image(image, self.cfg, self.resampler)
+        patches, grid = qwen_vl_image(image, self.cfg, self.resampler, self.as_uint8)
         grid_hw, vision_hw = _merged_grid(grid, self.cfg)
         masks = torch.as_tensor(mask)[None]
         pooled = pool_prompt_masks_grid(masks, grid_hw, self.prompt_mode, vision_hw)
@@ -354,7 +382,7 @@ class QwenVLMaskCaptionOutputs(MaskCaptionOutputs):
 
 def qwen_vl_pipeline_swaps(backbone: str, min_pixels: Optional[int] = None,
                            max_pixels: Optional[int] = None,
-                           video: Optional[dict] = None) -> dict:
+                           video: Optional[dict] = None, as_uint8: bool = False) -> dict:
     """The ``MixedDataset(pipeline_swaps=...)`` table of a Qwen-VL backbone:
     the InternVL image steps of every family's pipeline -> the Qwen-VL ones.
 
@@ -373,14 +401,19 @@ def qwen_vl_pipeline_swaps(backbone: str, min_pixels: Optional[int] = None,
         backbone: a key of :data:`QWEN_VL_PRESETS`.
         min_pixels, max_pixels: the image budget (None: the preset's).
         video: extra ``QwenVLVideoInput`` arguments.
+        as_uint8: images (and family 6) as uint8 patches, normalised by
+            ``Sa2VADataPreprocessor(qwen_vl_stats=backbone)``; video frames
+            must then be uint8 too (the collate raises on a mix).
 
     Returns:
         a dict for the mix's ``pipeline_swaps``.
     """
     _preset(backbone, min_pixels, max_pixels)  # an unknown backbone fails here
-    budget = {k: v for k, v in (('min_pixels', min_pixels), ('max_pixels', max_pixels))
-              if v is not None}
-    image = dict(type='QwenVLImageInput', backbone=backbone, **budget,
+    image_args = {k: v for k, v in (('min_pixels', min_pixels), ('max_pixels', max_pixels))
+                  if v is not None}
+    if as_uint8:
+        image_args['as_uint8'] = True
+    image = dict(type='QwenVLImageInput', backbone=backbone, **image_args,
                  _inherit_=('key', ))
     frames = dict(type='QwenVLVideoInput', backbone=backbone, **(video or {}),
                   _inherit_=('key', ))
@@ -389,7 +422,7 @@ def qwen_vl_pipeline_swaps(backbone: str, min_pixels: Optional[int] = None,
         ImagesToTensor=dict(_by_='key', _cases_=dict(tiles=image, frames=frames)),
         PoolPromptMasks=dict(type='QwenVLPoolPromptMasks', backbone=backbone,
                              _inherit_=('mode', 'ensure_nonempty', 'min_cells', 'keep_gt')),
-        MaskCaptionOutputs=dict(type='QwenVLMaskCaptionOutputs', backbone=backbone, **budget,
+        MaskCaptionOutputs=dict(type='QwenVLMaskCaptionOutputs', backbone=backbone, **image_args,
                                 _inherit_=('prompt_mode', 'ensure_nonempty', 'sam2_size')))
 
 
