@@ -329,6 +329,28 @@ def test_native_video_option_of_the_docs(monkeypatch):
 VIDEO_DATASETS = ('revos', 'mevis', 'ref_ytvos', 'sav_pseudo', 'chat_univi')
 
 
+def _sample_leaves(name, cwd, tok, monkeypatch, **defaults):
+    """The recipe's own mix (swaps, budgets, text settings) built on the generated sample
+    tree with the tiny Qwen-VL tokenizer ``tok`` (``defaults``: extra pipeline_defaults)."""
+    from mmengine.registry import init_default_scope
+
+    import projects.sa2va.transforms  # noqa: F401
+    from projects.sa2va.datasets.check import build_leaves
+    from projects.sa2va.tokenization import build_tiny_tokenizer
+    build_tiny_tokenizer(str(tok), image_tokens='qwen_vl')
+    mix = _cfg(name).train_dataloader.dataset.to_dict()
+    mix['data_root_prefix'] = ('./data/', 'data/sample/',
+                               [d['dataset_name'] for d in mix['datasets']])
+    mix['pipeline_defaults'] = dict(mix.get('pipeline_defaults') or {}, **defaults)
+    for step in ('EncodeConversation', 'EncodeLLaVAConversation'):
+        mix['pipeline_overrides'][step]['tokenizer'] = str(tok)
+    init_default_scope('sa2va')
+    monkeypatch.chdir(cwd)
+    leaves = build_leaves(mix)
+    assert [leaf.error for leaf in leaves if leaf.error] == [] and len(leaves) == 21
+    return leaves
+
+
 @pytest.mark.parametrize('name,patch', [('sa2va_qwen2_5_vl_3b', 14), ('sa2va_qwen3_vl_4b', 16)])
 def test_recipe_pipelines_on_the_sample_data(name, patch, sample_cwd, tmp_path, monkeypatch):
     """The recipe's own mix (swaps, budgets, text settings) on the generated sample tree with
@@ -336,25 +358,11 @@ def test_recipe_pipelines_on_the_sample_data(name, patch, sample_cwd, tmp_path, 
     inside the official budget (images 512..2048 x 28^2 px, video frames 128..512 x 28^2), as
     many <|image_pad|> ids as merged tokens plus visual-prompt cells, and the Qwen collate
     batches all 21."""
-    from mmengine.registry import init_default_scope
-
-    import projects.sa2va.transforms  # noqa: F401
-    from projects.sa2va.datasets.check import build_leaves
     from projects.sa2va.datasets.collate_qwen_vl import sa2va_qwen_vl_collate_fn
-    from projects.sa2va.tokenization import build_tiny_tokenizer
     from projects.sa2va.transforms.formatting import build_tokenizer
     tok = tmp_path / 'tokenizer_qwen_vl'
-    build_tiny_tokenizer(str(tok), image_tokens='qwen_vl')
-    mix = _cfg(name).train_dataloader.dataset.to_dict()
-    mix['data_root_prefix'] = ('./data/', 'data/sample/',
-                               [d['dataset_name'] for d in mix['datasets']])
-    for step in ('EncodeConversation', 'EncodeLLaVAConversation'):
-        mix['pipeline_overrides'][step]['tokenizer'] = str(tok)
+    leaves = _sample_leaves(name, sample_cwd, tok, monkeypatch)
     image_pad = build_tokenizer(str(tok)).convert_tokens_to_ids('<|image_pad|>')
-    init_default_scope('sa2va')
-    monkeypatch.chdir(sample_cwd)
-    leaves = build_leaves(mix)
-    assert [leaf.error for leaf in leaves if leaf.error] == [] and len(leaves) == 21
     items = []
     for leaf in leaves:
         item = leaf.dataset[0]
@@ -373,3 +381,46 @@ def test_recipe_pipelines_on_the_sample_data(name, patch, sample_cwd, tmp_path, 
     batch = sa2va_qwen_vl_collate_fn(items, pad_index=0)
     assert batch['image_grid_thw'].shape == (5 * len(VIDEO_DATASETS) + 21 - len(VIDEO_DATASETS), 3)
     assert batch['pixel_values'].shape[0] == int(batch['image_grid_thw'].prod(1).sum())
+
+
+@needs_qwen_vl
+@pytest.mark.parametrize('name,backbone', [('sa2va_qwen2_5_vl_3b', 'qwen2_5_vl'),
+                                           ('sa2va_qwen3_vl_4b', 'qwen3_vl')])
+def test_recipe_settings_train_on_the_mix(name, backbone, sample_cwd, tmp_path, monkeypatch):
+    """The recipe's model settings (frozen LLM + LoRA r 128, frozen vision and mergers,
+    whole and untied embedding / lm_head, gradient checkpointing, 5 objects) on a tiny tied
+    Qwen-VL and the tiny SAM2, fed the recipe's own pipelines (one sample of each of the 21
+    datasets built, one of each family batched, SAM2 frames at the tiny size): the losses are
+    finite and the gradients reach exactly the trainable parameters."""
+    from mmengine.registry import DefaultScope, MODELS
+
+    from projects.sa2va.datasets.collate_qwen_vl import sa2va_qwen_vl_collate_fn
+    from projects.sa2va.models.qwen_vl import tiny_qwen_vl_config
+    tok = tmp_path / 'tokenizer_qwen_vl'
+    leaves = _sample_leaves(name, sample_cwd, tok, monkeypatch, SAM2Input=dict(size=256),
+                            QwenVLMaskCaptionOutputs=dict(sam2_size=256))
+    family = ('refcoco', 'llava', 'revos', 'gcg_refcocog', 'osprey_conversation',
+              'mc_sa2va_refcoco_describe')       # one dataset of each family
+    batch = sa2va_qwen_vl_collate_fn([leaf.dataset[0] for leaf in leaves
+                                      if leaf.name in family], pad_index=0)
+    assert len(batch['input_ids']) == len(family)
+    tiny = Config.fromfile(str(REPO / 'configs/_base_/models/sa2va_tiny.py'))
+    config = tiny_qwen_vl_config(backbone, vocab_size=1024)
+    config['tie_word_embeddings'] = config['text_config']['tie_word_embeddings'] = True
+    model_cfg = dict(_cfg(name).model.to_dict(), tokenizer=str(tok),
+                     grounding_encoder=tiny.model.grounding_encoder.to_dict(),
+                     data_preprocessor=dict(type='Sa2VADataPreprocessor', dtype='float32'))
+    mllm = model_cfg['mllm']
+    del mllm['model_path']
+    mllm.update(config=config, torch_dtype='float32')
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('sa2va'):
+        model = MODELS.build(model_cfg).train()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any('.visual.' in n for n in trainable)
+    assert any(n.endswith('lm_head.weight') for n in trainable)
+    losses = model(**model.data_preprocessor(batch, True), mode='loss')
+    assert {'loss_llm', 'loss_mask', 'loss_dice'} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    model.parse_losses(losses)[0].backward()
+    assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
