@@ -106,11 +106,18 @@ def test_qwen3_recipes_equal_their_model_base(name):
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
-def test_missing_checkpoint_names_its_download(name):
-    from projects.sa2va.downloads import missing_message
-    path = _cfg(name).model.mllm.model_path
+def test_missing_checkpoint_names_its_download(name, tmp_path, monkeypatch):
+    """Building a recipe's model where ./pretrained/ lacks the checkpoint stops with the
+    command that fetches it (before anything is built)."""
+    from mmengine.registry import DefaultScope, MODELS
+    cfg = _cfg(name)
+    path = cfg.model.mllm.model_path
     hub = path.rsplit('/', 1)[1]
-    assert f'huggingface-cli download Qwen/{hub} --local-dir {path}' in missing_message(path)
+    monkeypatch.chdir(tmp_path)
+    with DefaultScope.overwrite_default_scope('sa2va'), pytest.raises(
+            FileNotFoundError, match=re.escape(
+                f'huggingface-cli download Qwen/{hub} --local-dir {path}')):
+        MODELS.build(cfg.model)
 
 
 # ------------------------------------------------------------------ model on meta
