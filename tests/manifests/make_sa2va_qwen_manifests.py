@@ -33,48 +33,51 @@ import json
 
 import torch
 from make_internvl3_manifests import SA2VA_TOKENS, SHARED_SA2VA, write_manifest
+from qwen_vl_public_configs import public_config
 
 CLASSES = {'qwen2_5_vl': 'Qwen2_5_VLForConditionalGeneration',
            'qwen3_vl': 'Qwen3VLForConditionalGeneration'}
 #: len(tokenizer) of the base checkpoints (ids 151643.. are the special tokens)
 TOKENIZER_LEN = {'qwen2_5_vl': 151665, 'qwen3_vl': 151669}
 
-QWEN25_TEXT = dict(hidden_act='silu', rms_norm_eps=1e-6, max_position_embeddings=128000,
-                   rope_theta=1000000.0,
-                   rope_scaling=dict(type='default', rope_type='default',
-                                     mrope_section=[16, 24, 24]))
-# Qwen2.5-VL config.json names only these vision fields; the rest are the
-# Qwen2_5_VLVisionConfig defaults (depth 32, intermediate 3420, 16 heads, window 112,
-# full attention in blocks 7/15/23/31, 14 px patches, 2 x 2 merge, frame pairs)
-QWEN25_VISION = dict(hidden_size=1280, in_chans=3, spatial_patch_size=14, tokens_per_second=2)
-QWEN3_TEXT = dict(hidden_act='silu', rms_norm_eps=1e-6, max_position_embeddings=262144,
-                  head_dim=128, attention_bias=False, rope_theta=5000000,
-                  rope_scaling=dict(rope_type='default', mrope_interleaved=True,
-                                    mrope_section=[24, 20, 20]))
-QWEN3_VISION = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
-                    num_position_embeddings=2304, patch_size=16, spatial_merge_size=2,
-                    temporal_patch_size=2, in_channels=3, hidden_act='gelu_pytorch_tanh',
-                    deepstack_visual_indexes=[5, 11, 17])
+#: the fields each manifest's text / vision config states, read from the base checkpoints'
+#: public config.json values (``qwen_vl_public_configs.py``, shared with the recipe tests); the
+#: other vision fields are the transformers defaults, equal to the released ones
+TEXT_FIELDS = {'qwen2_5_vl': ('hidden_act', 'rms_norm_eps', 'max_position_embeddings',
+                              'rope_theta'),
+               'qwen3_vl': ('hidden_act', 'rms_norm_eps', 'max_position_embeddings', 'head_dim',
+                            'attention_bias', 'rope_theta')}
+VISION_FIELDS = {'qwen2_5_vl': ('hidden_size', 'in_chans', 'spatial_patch_size',
+                                'tokens_per_second'),
+                 'qwen3_vl': ('depth', 'hidden_size', 'intermediate_size', 'num_heads',
+                              'num_position_embeddings', 'patch_size', 'spatial_merge_size',
+                              'temporal_patch_size', 'in_channels', 'hidden_act',
+                              'deepstack_visual_indexes')}
+WIDTHS = ('hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
+          'num_key_value_heads')
 
 
-def _base(backbone, base, text, vision, widths):
-    """A base checkpoint: text ``widths`` = (hidden, intermediate, layers, heads, kv heads);
-    the vision merger projects to the text width."""
-    keys = ('hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
-            'num_key_value_heads')
-    return dict(backbone=backbone, base=base, text=dict(text, **dict(zip(keys, widths))),
-                vision=dict(vision, out_hidden_size=widths[0]))
+def _base(backbone, base):
+    """A base checkpoint (``Qwen/<name>``) from its public config.json values; the vision
+    merger projects to the text width."""
+    cfg = public_config(base.split('/', 1)[1])
+    text_src = cfg.get('text_config', cfg)      # Qwen2.5-VL keeps the text fields on top
+    mrope = text_src['rope_scaling']
+    rope = (dict(type='default', rope_type='default', mrope_section=mrope['mrope_section'])
+            if backbone == 'qwen2_5_vl' else
+            {k: mrope[k] for k in ('rope_type', 'mrope_interleaved', 'mrope_section')})
+    text = {k: text_src[k] for k in TEXT_FIELDS[backbone]}
+    text.update(rope_scaling=rope, **{k: text_src[k] for k in WIDTHS})
+    vision = {k: cfg['vision_config'][k] for k in VISION_FIELDS[backbone]}
+    vision['out_hidden_size'] = cfg['vision_config']['out_hidden_size']
+    return dict(backbone=backbone, base=base, text=text, vision=vision)
 
 
 BASES = {
-    'Sa2VA-Qwen2_5-VL-3B': _base('qwen2_5_vl', 'Qwen/Qwen2.5-VL-3B-Instruct', QWEN25_TEXT,
-                                 QWEN25_VISION, (2048, 11008, 36, 16, 2)),
-    'Sa2VA-Qwen2_5-VL-7B': _base('qwen2_5_vl', 'Qwen/Qwen2.5-VL-7B-Instruct', QWEN25_TEXT,
-                                 QWEN25_VISION, (3584, 18944, 28, 28, 4)),
-    'Sa2VA-Qwen3-VL-2B': _base('qwen3_vl', 'Qwen/Qwen3-VL-2B-Instruct', QWEN3_TEXT,
-                               QWEN3_VISION, (2048, 6144, 28, 16, 8)),
-    'Sa2VA-Qwen3-VL-4B': _base('qwen3_vl', 'Qwen/Qwen3-VL-4B-Instruct', QWEN3_TEXT,
-                               QWEN3_VISION, (2560, 9728, 36, 32, 8)),
+    'Sa2VA-Qwen2_5-VL-3B': _base('qwen2_5_vl', 'Qwen/Qwen2.5-VL-3B-Instruct'),
+    'Sa2VA-Qwen2_5-VL-7B': _base('qwen2_5_vl', 'Qwen/Qwen2.5-VL-7B-Instruct'),
+    'Sa2VA-Qwen3-VL-2B': _base('qwen3_vl', 'Qwen/Qwen3-VL-2B-Instruct'),
+    'Sa2VA-Qwen3-VL-4B': _base('qwen3_vl', 'Qwen/Qwen3-VL-4B-Instruct'),
 }
 SOURCES = {
     'layout, vocab rule, template': 'bytedance/Sa2VA (commit 9832e1a) tools/convert_to_hf.py, '

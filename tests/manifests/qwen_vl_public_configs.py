@@ -1,8 +1,10 @@
 """The public ``config.json`` values of the four Qwen-VL checkpoints behind the released
 Sa2VA-Qwen models: Qwen2.5-VL-3B/7B-Instruct and Qwen3-VL-2B/4B-Instruct.
 
-One source for every test that needs the full-size shapes without a download (recipe
-models built on the meta device, manifests of the released Sa2VA-Qwen checkpoints).
+One source for every test that needs the full-size shapes without a download: the recipe
+models built on the meta device (``tests/configs/test_qwen_vl_recipes.py``) and the manifests of
+the released Sa2VA-Qwen checkpoints (``make_sa2va_qwen_manifests.py`` reads its base values
+here).
 Each dict has the fields of the released file that decide the architecture and the
 special-token ids, in the file's own layout: Qwen2.5-VL keeps the text fields at the
 top level (``rope_scaling`` ``{'type': 'mrope', 'mrope_section': [16, 24, 24]}``),
@@ -80,9 +82,11 @@ SOURCES = {
                                  'transformers 4.53 / 4.57, same values)',
     'Qwen3-VL-2B/4B-Instruct': 'the config.json of Qwen/Qwen3-VL-4B-Instruct as quoted in '
                                'public repositories (transformers 4.57.0.dev0 file); the 2B '
-                               'differs in the text widths (2048 / 6144, 28 layers, 16 '
-                               'heads: the Qwen3-1.7B language model, also quoted) and '
-                               'vision out_hidden_size 2048',
+                               'differs in the text widths (2048 / 6144, 28 layers, 16 heads, '
+                               '8 kv heads, head_dim 128: quoted from its config.json in public '
+                               'notes, the Qwen3-1.7B language model) and vision '
+                               'out_hidden_size 2048 (quoted beside its 24-layer, 1024-wide '
+                               'tower)',
     'token ids': 'the same config.json files (vision_start 151652, vision_end 151653, '
                  'image_pad 151655, video_pad 151656)',
 }
