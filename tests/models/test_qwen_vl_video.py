@@ -100,6 +100,21 @@ def test_frames_mode_equals_the_image_processor_per_frame(backbone):
     assert 'pixel_values_videos' not in out and 'video_token_text' not in out
 
 
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('mode', ['frames', 'temporal_pairs'])
+def test_uint8_patches_normalised_on_device_are_the_float_ones(backbone, mode):
+    """as_uint8: the bytes leave the worker; Sa2VADataPreprocessor(
+    qwen_vl_stats=backbone) gives the float step's patches bit for bit."""
+    from projects.sa2va.models.data_preprocessor import Sa2VADataPreprocessor
+    frames = _frames(3, 70, 90, seed=11)
+    key = 'pixel_values' if mode == 'frames' else 'pixel_values_videos'
+    outs = [QwenVLVideoInput(backbone, mode, fps=1.0, as_uint8=u).transform(
+        {'frames': list(frames)}) for u in (False, True)]
+    assert outs[0][key].dtype == torch.float32 and outs[1][key].dtype == torch.uint8
+    data = Sa2VADataPreprocessor(qwen_vl_stats=backbone)({key: outs[1][key]})
+    assert torch.equal(data[key], outs[0][key])
+
+
 def _qwen_tokenizer():
     from projects.sa2va.tokenization import build_tiny_tokenizer
     tok = build_tiny_tokenizer()
@@ -306,7 +321,7 @@ def qwen_tok_dir(tmp_path_factory):
     return path
 
 
-def _refvos_samples(root, tok_dir, model_type, mode):
+def _refvos_samples(root, tok_dir, model_type, mode, as_uint8=False):
     """Two MeViS samples (5 objects x 5 frames) of the refvos base config,
     its pipeline swapped for the backbone (``qwen_vl_pipeline_swaps``:
     ``ImagesToTensor(key='frames')`` -> ``QwenVLVideoInput``), the Qwen text
@@ -318,7 +333,7 @@ def _refvos_samples(root, tok_dir, model_type, mode):
     from tests.datasets.family_utils import base_config
     f = 2 * QWEN_VL_PRESETS[model_type]['patch_size']
     cfg = dict(base_config('refvos').refvos_mevis.to_dict(), data_root=str(root / 'mevis/train'))
-    swaps = qwen_vl_pipeline_swaps(model_type, video=dict(
+    swaps = qwen_vl_pipeline_swaps(model_type, as_uint8=as_uint8, video=dict(
         video_mode=mode, min_pixels=f * f, max_pixels=9 * f * f, fps=6.0))
     cfg = apply_pipeline_defaults(swap_pipeline_steps(cfg, swaps), dict(
         EncodeConversation=dict(tokenizer=str(tok_dir), template='qwen_chat',
@@ -340,8 +355,13 @@ def test_refvos_sample_trains_a_step(model_type, mode, refvos_root, qwen_tok_dir
     from projects.sa2va.datasets import sa2va_qwen_vl_collate_fn
     from tests.models.test_qwen_vl import _build
     model = _build(model_type, qwen_tok_dir)
-    samples = _refvos_samples(refvos_root, qwen_tok_dir, model_type, mode)
+    # native video as uint8 patches (the swap's as_uint8 reaches the video
+    # step; the data preprocessor normalises them)
+    as_uint8 = mode == 'temporal_pairs'
+    samples = _refvos_samples(refvos_root, qwen_tok_dir, model_type, mode, as_uint8)
     batch = sa2va_qwen_vl_collate_fn(samples)
+    pixels = batch['pixel_values' if mode == 'frames' else 'pixel_values_videos']
+    assert pixels.dtype == (torch.uint8 if as_uint8 else torch.float32)
     chat = model.mllm
     ids = batch['input_ids']
     assert batch['frames_per_batch'] == [5, 5]

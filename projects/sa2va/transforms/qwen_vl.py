@@ -401,9 +401,9 @@ def qwen_vl_pipeline_swaps(backbone: str, min_pixels: Optional[int] = None,
         backbone: a key of :data:`QWEN_VL_PRESETS`.
         min_pixels, max_pixels: the image budget (None: the preset's).
         video: extra ``QwenVLVideoInput`` arguments.
-        as_uint8: images (and family 6) as uint8 patches, normalised by
-            ``Sa2VADataPreprocessor(qwen_vl_stats=backbone)``; video frames
-            must then be uint8 too (the collate raises on a mix).
+        as_uint8: images, family 6 and video frames as uint8 patches,
+            normalised by ``Sa2VADataPreprocessor(qwen_vl_stats=backbone)``
+            (``video`` may not set it otherwise: the collate raises on a mix).
 
     Returns:
         a dict for the mix's ``pipeline_swaps``.
@@ -415,7 +415,8 @@ def qwen_vl_pipeline_swaps(backbone: str, min_pixels: Optional[int] = None,
         image_args['as_uint8'] = True
     image = dict(type='QwenVLImageInput', backbone=backbone, **image_args,
                  _inherit_=('key', ))
-    frames = dict(type='QwenVLVideoInput', backbone=backbone, **(video or {}),
+    frames = dict(type='QwenVLVideoInput', backbone=backbone,
+                  **dict(dict(as_uint8=True) if as_uint8 else {}, **(video or {})),
                   _inherit_=('key', ))
     return dict(
         DynamicTiles=None,

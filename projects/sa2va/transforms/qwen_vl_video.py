@@ -48,7 +48,7 @@ from ..constants import IMAGE_TOKENS
 from ..registry import TRANSFORMS
 from .base import BaseTransform, RecordError, require
 from .pixels import check_resampler, resize_image
-from .qwen_vl import QWEN_VL_PRESETS, image_to_patches, smart_resize
+from .qwen_vl import QWEN_VL_PRESETS, image_to_patches, normalize_patches, smart_resize
 
 __all__ = ['QWEN_VL_VIDEO_MODES', 'FRAME_MIN_PIXELS', 'FRAME_MAX_PIXELS',
            'QWEN_VIDEO_TOKENS', 'qwen3_video_size', 'qwen3_timestamps',
@@ -127,17 +127,19 @@ class QwenVLVideoInput(BaseTransform):
     ``frame_indices``, ``num_video_frames`` and ``video_fps`` when present.
 
     Added Keys, ``video_mode='frames'``: ``pixel_values (T * gh * gw, 3 * 2 *
-    p * p) float`` normalised (per frame the image processor's patches),
+    p * p) float32`` normalised (per frame the image processor's patches;
+    ``uint8`` with ``as_uint8``),
     ``image_grid_thw (T, 3) long`` (rows ``(1, gh, gw)``), ``num_frames``
     (T) and ``num_frame_tokens`` (``gh * gw / merge ** 2``, the merged
     tokens of each frame's image block).
 
     ``video_mode='temporal_pairs'``: ``pixel_values_videos (t * gh * gw, 3 *
-    2 * p * p) float``, ``video_grid_thw (1, 3) long = (t, gh, gw)`` with
-    ``t = ceil(T / 2)``, ``num_frames`` (T), ``num_video_tokens`` (``t * gh
-    * gw / merge ** 2``), ``video_token_text`` (the text that replaces
-    ``<image>``, :func:`video_token_text`) and for Qwen2.5-VL
-    ``second_per_grid_ts (1,) float``.
+    2 * p * p) float32`` (or ``uint8``), ``video_grid_thw (1, 3) long = (t,
+    gh, gw)`` with ``t = ceil(T / 2)``, ``num_frames`` (T),
+    ``num_video_tokens`` (``t * gh * gw / merge ** 2``),
+    ``video_token_text`` (the text that replaces ``<image>``,
+    :func:`video_token_text`) and for Qwen2.5-VL ``second_per_grid_ts (1,)
+    float``.
 
     Args:
         backbone: a key of ``QWEN_VL_PRESETS`` (patch size, merge, mean/std).
@@ -149,11 +151,17 @@ class QwenVLVideoInput(BaseTransform):
         key: results key of the frames.
         resampler: ``'pil'`` (the processors' bicubic through PIL) or
             ``'torch'``.
+        as_uint8: keep the patches' bytes (``uint8`` 0..255, 4 x fewer
+            bytes to the trainer); ``Sa2VADataPreprocessor(qwen_vl_stats=
+            backbone)`` normalises ``pixel_values`` / ``pixel_values_videos``
+            on device with the same float32 operations. A batch's images and
+            frames must agree (the collate raises on mixed dtypes).
     """
 
     def __init__(self, backbone: str = 'qwen2_5_vl', video_mode: str = 'frames',
                  min_pixels: int = FRAME_MIN_PIXELS, max_pixels: int = FRAME_MAX_PIXELS,
-                 fps: Optional[float] = None, key: str = 'frames', resampler: str = 'pil'):
+                 fps: Optional[float] = None, key: str = 'frames', resampler: str = 'pil',
+                 as_uint8: bool = False):
         if backbone not in QWEN_VL_PRESETS:
             raise ValueError(f'unknown Qwen-VL backbone {backbone!r}; one of '
                              f'{sorted(QWEN_VL_PRESETS)}')
@@ -164,7 +172,7 @@ class QwenVLVideoInput(BaseTransform):
         self.backbone, self.video_mode = backbone, video_mode
         self.cfg = dict(QWEN_VL_PRESETS[backbone], min_pixels=int(min_pixels),
                         max_pixels=int(max_pixels))
-        self.fps, self.key = fps, key
+        self.fps, self.key, self.as_uint8 = fps, key, as_uint8
         self.resampler = check_resampler(resampler)
 
     # ---------------------------------------------------------------- sizes
@@ -179,7 +187,7 @@ class QwenVLVideoInput(BaseTransform):
         return smart_resize(height, width, factor, c['min_pixels'], c['max_pixels'])
 
     def _pixels(self, frames: Sequence[Image.Image]) -> torch.Tensor:
-        """``(T, 3, h, w) float`` resized, ``/ 255``, mean/std-normalised."""
+        """``(T, 3, h, w) uint8``: every frame resized to :meth:`frame_size`."""
         first = frames[0]
         if any(f.size != first.size for f in frames):
             raise RecordError('frame_size_mismatch', f'frames differ in size '
@@ -187,10 +195,17 @@ class QwenVLVideoInput(BaseTransform):
         h, w = self.frame_size(len(frames), first.height, first.width)
         arr = np.stack([np.asarray(resize_image(f.convert('RGB'), (w, h), self.resampler),
                                    dtype=np.uint8) for f in frames])
-        pixels = torch.from_numpy(arr).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        mean = torch.tensor(self.cfg['mean']).view(1, 3, 1, 1)
-        std = torch.tensor(self.cfg['std']).view(1, 3, 1, 1)
-        return (pixels - mean) / std
+        return torch.from_numpy(arr).permute(0, 3, 1, 2)
+
+    def _patches(self, pixels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:func:`image_to_patches` of ``(2 t, 3, h, w) uint8``, normalised
+        (:func:`normalize_patches`) unless ``as_uint8``."""
+        c = self.cfg
+        patches, grid = image_to_patches(pixels, c['patch_size'], c['merge_size'],
+                                         c['temporal_patch_size'])
+        if not self.as_uint8:
+            patches = normalize_patches(patches, c['mean'], c['std'])
+        return patches, grid
 
     def _fps(self, results: dict) -> float:
         fps = results.get('video_fps', self.fps)
@@ -207,19 +222,19 @@ class QwenVLVideoInput(BaseTransform):
         if not frames:
             raise RecordError('no_frames', f'results[{self.key!r}] has no frames')
         c = self.cfg
-        p, merge, tps = c['patch_size'], c['merge_size'], c['temporal_patch_size']
+        merge, tps = c['merge_size'], c['temporal_patch_size']
         pixels = self._pixels(frames)
         n = pixels.shape[0]
         results['num_frames'] = n
         if self.video_mode == 'frames':
-            patches, grid = image_to_patches(pixels.repeat_interleave(tps, dim=0), p, merge, tps)
+            patches, grid = self._patches(pixels.repeat_interleave(tps, dim=0))
             results['pixel_values'] = patches
             results['image_grid_thw'] = torch.tensor([[1, int(grid[1]), int(grid[2])]] * n)
             results['num_frame_tokens'] = int(grid[1] * grid[2]) // merge ** 2
             return results
         if n % tps:
             pixels = torch.cat([pixels, pixels[-1:].expand(tps - n % tps, -1, -1, -1)])
-        patches, grid = image_to_patches(pixels, p, merge, tps)
+        patches, grid = self._patches(pixels)
         per_group = int(grid[1] * grid[2]) // merge ** 2
         t = int(grid[0])
         results['pixel_values_videos'] = patches
