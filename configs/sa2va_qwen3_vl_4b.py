@@ -17,10 +17,10 @@ _base_ = ['./sa2va_qwen2_5_vl_3b.py']
 from projects.sa2va.transforms.qwen_vl import qwen_vl_pipeline_swaps as _swaps  # noqa: E402
 
 sa2va_qwen_vl_path = './pretrained/Qwen3-VL-4B-Instruct'  # path = 'Qwen/Qwen3-VL-4B-Instruct'
-model = dict(mllm=dict(model_path=sa2va_qwen_vl_path))
-
-# the image steps and text settings of ./_base_/models/sa2va_qwen3_vl.py
+# the model, image steps and text settings of ./_base_/models/sa2va_qwen3_vl.py
 qwen_vl_backbone = 'qwen3_vl'
+model = dict(data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
+             mllm=dict(model_path=sa2va_qwen_vl_path))
 qwen_vl_pipeline_swaps = dict(_delete_=True, **_swaps(
     qwen_vl_backbone, video=_base_.qwen_vl_frame_pixels.to_dict(),  # noqa: F821
     **_base_.qwen_vl_image_pixels))  # noqa: F821

@@ -68,6 +68,8 @@ def test_recipe_values(name):
     assert cfg.model.train_embeddings == 'all'      # modules_to_save embed_tokens, lm_head
     assert cfg.model.fix_objects == 5               # check_obj_number(fix_number=5)
     assert cfg.model.grounding_encoder.config == 'sam2_hiera_l'
+    assert cfg.model.data_preprocessor == dict(type='Sa2VADataPreprocessor', dtype='bfloat16',
+                                               sam2_dtype='float32', qwen_vl_stats=backbone)
     opt = cfg.optim_wrapper
     assert (opt.type, opt.dtype, opt.accumulative_counts) == ('AmpOptimWrapper', 'bfloat16', 8)
     assert opt.optimizer == dict(type='AdamW', lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05)

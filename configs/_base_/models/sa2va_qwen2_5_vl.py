@@ -55,6 +55,8 @@ qwen_vl_text_settings = dict(tokenizer=sa2va_qwen_vl_path, template='qwen_chat',
 qwen_vl_collate_fn = dict(type='sa2va.sa2va_qwen_vl_collate_fn', pad_index=151643)
 
 model = dict(
+    # uint8 patches (qwen_vl_pipeline_swaps(as_uint8=True)) get this backbone's stats
+    data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
     mllm=dict(
         _delete_=True,
         type='QwenVLChat',

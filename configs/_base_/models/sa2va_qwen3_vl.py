@@ -20,4 +20,5 @@ qwen_vl_pipeline_swaps = dict(_delete_=True, **_swaps(
     **_base_.qwen_vl_image_pixels))  # noqa: F821
 qwen_vl_text_settings = dict(tokenizer=sa2va_qwen_vl_path)
 
-model = dict(mllm=dict(model_path=sa2va_qwen_vl_path))
+model = dict(data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
+             mllm=dict(model_path=sa2va_qwen_vl_path))
