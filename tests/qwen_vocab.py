@@ -30,3 +30,15 @@ def real_qwen_tokenizer(specials: Sequence[str], eos_token: str = '<|endoftext|>
                             **{key: list(specials)}).converted()
     return Qwen2TokenizerFast(tokenizer_object=tok, eos_token=eos_token,
                               pad_token='<|endoftext|>', unk_token=None, bos_token=None)
+
+
+#: Qwen2.5(-VL)'s added tokens, ids 151643..151664 (151,665 tokens in all).
+QWEN2_5_ADDED_TOKENS = (
+    '<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|object_ref_start|>', '<|object_ref_end|>',
+    '<|box_start|>', '<|box_end|>', '<|quad_start|>', '<|quad_end|>', '<|vision_start|>',
+    '<|vision_end|>', '<|vision_pad|>', '<|image_pad|>', '<|video_pad|>', '<tool_call>',
+    '</tool_call>', '<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>', '<|fim_pad|>',
+    '<|repo_name|>', '<|file_sep|>')
+#: Qwen3(-VL) adds four more, ids 151665..151668 (151,669 tokens).
+QWEN3_ADDED_TOKENS = QWEN2_5_ADDED_TOKENS + (
+    '<tool_response>', '</tool_response>', '<think>', '</think>')

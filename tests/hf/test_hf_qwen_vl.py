@@ -256,12 +256,16 @@ RECIPES = {'Sa2VA-Qwen2_5-VL-3B': 'sa2va_qwen2_5_vl_3b.py',
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
-def test_released_manifest_maps_to_the_recipe_model(name, qwen_tokenizer_dir):
+def test_released_manifest_maps_to_the_recipe_model(name, tmp_path):
     """Every key of the Sa2VA-Qwen manifest (tests/manifests/sa2va_qwen, derived from the
     public configs by make_sa2va_qwen_manifests.py) maps to exactly one key of the recipe's
     full-size training model (LoRA r 128 on, built on the meta device from the released
-    config.json fields through the import path), with the same shape, and back."""
+    config.json fields through the import path), with the same shape, and back. The
+    tokenizer is the real Qwen2 vocabulary with the base checkpoint's added tokens
+    (151,665 / 151,669), so the embedding rows come from the official resize rule."""
     from mmengine.config import Config
+
+    from tests.qwen_vocab import QWEN2_5_ADDED_TOKENS, QWEN3_ADDED_TOKENS, real_qwen_tokenizer
 
     from projects.sa2va.hf import HF_LAYOUTS
     from projects.sa2va.hf.layout import layout_of
@@ -276,7 +280,9 @@ def test_released_manifest_maps_to_the_recipe_model(name, qwen_tokenizer_dir):
     cfg = Config.fromfile(str(REPO_ROOT / 'configs' / RECIPES[name]))
     assert cfg.model.mllm.llm_lora.r == 128
     assert cfg.qwen_vl_text_settings.template == released['config']['template']
-    model_cfg = dict(cfg.model.to_dict(), tokenizer=str(qwen_tokenizer_dir), pretrained_pth=None)
+    added = QWEN3_ADDED_TOKENS if released['backbone'] == 'qwen3_vl' else QWEN2_5_ADDED_TOKENS
+    real_qwen_tokenizer(added, eos_token='<|im_end|>').save_pretrained(tmp_path)
+    model_cfg = dict(cfg.model.to_dict(), tokenizer=str(tmp_path), pretrained_pth=None)
     model_cfg['mllm'] = dict(model_cfg['mllm'], torch_dtype=None, gradient_checkpointing=False,
                              config=qwen_vl_config_from_hf(released['config'], layout.backbone))
     del model_cfg['mllm']['model_path']
@@ -375,22 +381,26 @@ def test_a_qwen_vl_training_checkpoint_loads_every_key(exported):
     assert any(k.startswith('mllm.model.base_model.model.model.language_model.') for k in loaded)
 
 
-def test_padded_embedding_rows_export_as_they_are(qwen_tokenizer_dir, tmp_path):
-    """A recipe model keeps its base checkpoint's padded rows (QwenVLChat never shrinks, e.g.
-    151936 > 151670): the export writes every row with text_config.vocab_size = the row
-    count (the official code builds the embedding from it) and imports back equal."""
+def test_padded_vocabulary_exports_the_tokenizer_rows(qwen_tokenizer_dir, tmp_path):
+    """A base checkpoint with padded rows (Qwen2.5-VL: 151936 for 151,665 + 5 tokens) is
+    resized to ``len(tokenizer)`` as the official Sa2VA-Qwen code does, so the export holds
+    exactly the released row count (``text_config.vocab_size = len(tokenizer)``) and imports
+    back equal."""
     _need('qwen3_vl')
     from projects.sa2va.hf import export_hf
     cfg = _config(tmp_path, 'qwen3_vl', qwen_tokenizer_dir)
     cfg.write_text(cfg.read_text() + 'model.update(mllm=dict(config=dict(text_config=dict('
                    'vocab_size=1100))))\n')
     model = perturb_trainable(build(cfg))
-    assert model.mllm.get_input_embeddings().weight.shape[0] == 1100 > len(model.tokenizer)
+    n = len(model.tokenizer)
+    assert n < 1100
+    assert model.mllm.get_input_embeddings().weight.shape[0] == n
+    assert model.mllm.get_output_embeddings().weight.shape[0] == n
     x = _inputs(model)
     ref = _outputs(model, x)
     export_hf(model, str(tmp_path / 'hf'), 'qwen_chat', sam2_config=None)
     written = json.loads((tmp_path / 'hf' / 'config.json').read_text())
-    assert written['text_config']['vocab_size'] == 1100
+    assert written['text_config']['vocab_size'] == n
     got = _outputs(build(cfg, pretrained_hf=str(tmp_path / 'hf')), x)
     assert (got['logits'] - ref['logits']).abs().max() <= 1e-5
     assert got['gen_ids'].tolist() == ref['gen_ids'].tolist()

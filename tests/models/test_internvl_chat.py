@@ -416,19 +416,12 @@ def test_internlm2_code_is_read_from_the_checkpoint_directory(tmp_path, monkeypa
 def test_config_build_creates_parameters_in_the_target_dtype():
     """A bf16 model built from a config (the ``pretrained_hf`` path) never holds an fp32 copy:
     every parameter is created in bf16 (built in fp32 and cast, a 4B model peaked at ~16 GB)."""
-    from torch.nn.modules.module import register_module_parameter_registration_hook
-
     from projects.sa2va.models.internvl.build import build_internvl_chat
     from projects.sa2va.models.internvl.tiny import tiny_internvl_config
 
-    seen = []
-    handle = register_module_parameter_registration_hook(
-        lambda module, name, param: seen.append(None if param is None else param.dtype))
-    try:
-        model = build_internvl_chat(config=tiny_internvl_config(vocab_size=300).to_dict(),
-                                    torch_dtype='bfloat16')
-    finally:
-        handle.remove()
-    assert seen and set(seen) == {torch.bfloat16}, sorted(map(str, set(seen)))
+    from tests.models.build_helpers import created_parameter_dtypes
+    model, seen = created_parameter_dtypes(lambda: build_internvl_chat(
+        config=tiny_internvl_config(vocab_size=300).to_dict(), torch_dtype='bfloat16'))
+    assert seen == {torch.bfloat16}, sorted(map(str, seen))
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert torch.get_default_dtype() == torch.float32

@@ -65,12 +65,10 @@ def qwen_vl_config_from_hf(cfg: Dict[str, Any], backbone: str) -> Dict[str, Any]
 def qwen_vl_config_json(model, layout, template: str, dtype_name: str) -> Dict[str, Any]:
     """The official ``config.json`` dict of a ``Sa2VAModel`` on ``QwenVLChat``.
 
-    ``text_config.vocab_size`` is the embedding's row count: ``len(tokenizer)``
-    for a model that started from a release (the official training resizes
-    to it), the base checkpoint's padded rows for a model trained from
-    ``Qwen/Qwen2.5-VL-*`` / ``Qwen3-VL-*`` here (``QwenVLChat`` never shrinks;
-    the official ``Sa2VAChatModelQwen`` builds its embedding from
-    ``vocab_size`` either way).
+    ``text_config.vocab_size`` is the embedding's row count, which is
+    ``len(tokenizer)`` (``QwenVLChat.prepare_for_tokenizer`` resizes to it,
+    as the official training does; the official ``Sa2VAChatModelQwen`` builds
+    its embedding from ``vocab_size``).
 
     Raises:
         ValueError: fewer embedding rows than tokenizer entries.

@@ -37,6 +37,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..constants import IMAGE_TOKENS
 from ..registry import MODELS
+from .dtypes import as_dtype, default_dtype
 from ..transforms.qwen_vl_video import QWEN_VIDEO_TOKENS
 from .internvl.visual_prompt import merge_vision_embeddings
 
@@ -61,12 +62,6 @@ def qwen_vl_class(model_type: str):
                           f'(installed {transformers.__version__}): use the current '
                           f'stack (.venv-current)')
     return cls
-
-
-def _dtype(value):
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    return getattr(torch, str(value))
 
 
 @MODELS.register_module()
@@ -99,16 +94,21 @@ class QwenVLChat(nn.Module):
         if model_path is not None:
             from transformers import AutoConfig
             model_type = AutoConfig.from_pretrained(model_path).model_type
+            from ..compat import dtype_kwargs
             self.model = qwen_vl_class(model_type).from_pretrained(
-                model_path, torch_dtype=_dtype(torch_dtype))
+                model_path, **dtype_kwargs(as_dtype(torch_dtype)))
         else:
             from transformers import AutoConfig
             config = dict(config)
             model_type = config.pop('model_type', None)
             cls = qwen_vl_class(model_type)
-            self.model = cls(AutoConfig.for_model(model_type, **config))
-            if torch_dtype is not None:
-                self.model.to(_dtype(torch_dtype))
+            dtype = as_dtype(torch_dtype)
+            # parameters created in the target dtype (the pretrained_hf path
+            # builds full size from a config: fp32 then cast doubles the peak)
+            with default_dtype(dtype):
+                self.model = cls(AutoConfig.for_model(model_type, **config))
+            if dtype not in (None, 'auto'):
+                self.model.to(dtype)
         self.model_type = model_type
         if gradient_checkpointing:
             from ..compat import enable_activation_checkpointing
@@ -164,8 +164,11 @@ class QwenVLChat(nn.Module):
         ``<|vision_start|>`` / ``<|vision_end|>`` / ``<|image_pad|>`` ids
         (``IMAGE_TOKENS['qwen_vl']``, the strings the data path writes with
         ``image_tokens='qwen_vl'``) become ``vision_start_token_id`` / the
-        image block end / ``image_token_id``; the embeddings grow once to
-        ``len(tokenizer)`` (never shrink). Returns the added row ids.
+        image block end / ``image_token_id``; the input embedding and lm_head
+        get exactly ``len(tokenizer)`` rows, as the official Sa2VA-Qwen code
+        resizes them (a Qwen checkpoint's padded rows beyond the tokenizer are
+        dropped, so the loss's softmax runs over the tokenizer's ids only).
+        Returns the row ids added (none when rows were dropped or kept).
 
         Raises:
             ValueError: the tokenizer lacks one of them (e.g. an InternVL
@@ -189,9 +192,11 @@ class QwenVLChat(nn.Module):
             self.config.video_token_id = self.video_token_id
         old = self.get_input_embeddings().num_embeddings
         new = len(tokenizer)
-        if new <= old:
-            return []
-        self.model.resize_token_embeddings(new)
+        if new != old:
+            # the official Sa2VA-Qwen rule: resize_token_embeddings(len(tokenizer))
+            # after adding its tokens, so the Qwen checkpoints' padded rows
+            # (151936 / 152064 -> 151670 / 151674) leave the softmax
+            self.model.resize_token_embeddings(new)
         return list(range(old, new))
 
     def freeze(self, vision: bool = False, llm: bool = False, mlp1: bool = False) -> None:

@@ -1,5 +1,4 @@
 """Config-buildable entry point: ``dict(type='InternVLChat', model_path=..., ...)``."""
-from contextlib import contextmanager
 from typing import Any, Dict, List, Optional, Union
 
 import torch
@@ -7,34 +6,9 @@ import torch
 from projects.sa2va.compat import (dtype_kwargs, enable_activation_checkpointing,
                                   set_attn_implementation)
 from projects.sa2va.registry import MODELS
+from ..dtypes import as_dtype as _dtype, default_dtype as _default_dtype
 from .configuration_internvl import InternVLChatConfig
 from .modeling_internvl_chat import InternVLChat
-
-_DTYPES = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16,
-           'bf16': torch.bfloat16, 'float16': torch.float16, 'fp16': torch.float16}
-
-
-def _dtype(value: Union[None, str, torch.dtype]):
-    if value is None or isinstance(value, torch.dtype) or value == 'auto':
-        return value
-    if value not in _DTYPES:
-        raise ValueError(f'unknown torch_dtype {value!r}; use one of {sorted(_DTYPES)}')
-    return _DTYPES[value]
-
-
-@contextmanager
-def _default_dtype(dtype):
-    """``torch``'s default dtype set to ``dtype`` (a floating dtype) inside the block; a
-    no-op for ``None`` / ``'auto'``."""
-    if dtype in (None, 'auto') or dtype == torch.get_default_dtype():
-        yield
-        return
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 @MODELS.register_module(name='InternVLChat')
