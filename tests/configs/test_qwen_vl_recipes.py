@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -35,6 +36,7 @@ RECIPES = {
 }
 IMAGE_PIXELS = (512 * 28 * 28, 2048 * 28 * 28)   # datasets/base.py, *_pixels_single
 FRAME_PIXELS = (128 * 28 * 28, 512 * 28 * 28)    # datasets/base.py, *_pixels_multi
+VIDEO_DATASETS = ('revos', 'mevis', 'ref_ytvos', 'sav_pseudo', 'chat_univi')
 LORA_MODULES = ('self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
                 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj')
 
@@ -311,43 +313,17 @@ def test_whole_embeddings_untie_a_tied_lm_head(tmp_path):
     assert not torch.equal(out, emb)
 
 
-VIDEO_MODE_OPTION = ('train_dataloader.dataset.pipeline_swaps.ImagesToTensor._cases_.frames.'
-                     'video_mode=temporal_pairs')
-
-
-def test_native_video_option_of_the_docs(monkeypatch):
-    """docs/models.md's command: ``--cfg-options`` (tools/train.py's own parser and
-    build_config) switches every video dataset of a recipe to Qwen's temporal pairs; the
-    images keep their step."""
-    import projects.sa2va.transforms  # noqa: F401
-    from tools.train import build_config, parse_args
-    doc = (REPO / 'docs' / 'models.md').read_text()
-    assert f'--cfg-options {VIDEO_MODE_OPTION}' in doc
-    monkeypatch.chdir(REPO)
-    cfg = build_config(parse_args(['configs/sa2va_qwen3_vl_4b.py', '--cfg-options',
-                                   VIDEO_MODE_OPTION]))
-    modes = {}
-    for leaf in _leaves(cfg.train_dataloader.dataset.to_dict()):
-        for step in leaf['pipeline']:
-            if step['type'] == 'QwenVLVideoInput':
-                modes[leaf['dataset_name']] = (step['video_mode'], step['backbone'])
-    assert modes == {name: ('temporal_pairs', 'qwen3_vl') for name in
-                     ('revos', 'mevis', 'ref_ytvos', 'sav_pseudo', 'chat_univi')}
-
-
-VIDEO_DATASETS = ('revos', 'mevis', 'ref_ytvos', 'sav_pseudo', 'chat_univi')
-
-
-def _sample_leaves(name, cwd, tok, monkeypatch, **defaults):
-    """The recipe's own mix (swaps, budgets, text settings) built on the generated sample
-    tree with the tiny Qwen-VL tokenizer ``tok`` (``defaults``: extra pipeline_defaults)."""
+def _sample_leaves(mix, cwd, tok, monkeypatch, **defaults):
+    """A recipe's own mix (a dataset config dict: swaps, budgets, text settings) built on the
+    generated sample tree with the tiny Qwen-VL tokenizer ``tok`` (``defaults``: extra
+    pipeline_defaults)."""
     from mmengine.registry import init_default_scope
 
     import projects.sa2va.transforms  # noqa: F401
     from projects.sa2va.datasets.check import build_leaves
     from projects.sa2va.tokenization import build_tiny_tokenizer
     build_tiny_tokenizer(str(tok), image_tokens='qwen_vl')
-    mix = _cfg(name).train_dataloader.dataset.to_dict()
+    mix = copy.deepcopy(mix)
     mix['data_root_prefix'] = ('./data/', 'data/sample/',
                                [d['dataset_name'] for d in mix['datasets']])
     mix['pipeline_defaults'] = dict(mix.get('pipeline_defaults') or {}, **defaults)
@@ -370,7 +346,8 @@ def test_recipe_pipelines_on_the_sample_data(name, patch, sample_cwd, tmp_path, 
     from projects.sa2va.datasets.collate_qwen_vl import sa2va_qwen_vl_collate_fn
     from projects.sa2va.transforms.formatting import build_tokenizer
     tok = tmp_path / 'tokenizer_qwen_vl'
-    leaves = _sample_leaves(name, sample_cwd, tok, monkeypatch)
+    leaves = _sample_leaves(_cfg(name).train_dataloader.dataset.to_dict(), sample_cwd, tok,
+                            monkeypatch)
     image_pad = build_tokenizer(str(tok)).convert_tokens_to_ids('<|image_pad|>')
     items = []
     for leaf in leaves:
@@ -406,7 +383,8 @@ def test_recipe_settings_train_on_the_mix(name, backbone, sample_cwd, tmp_path, 
     from projects.sa2va.datasets.collate_qwen_vl import sa2va_qwen_vl_collate_fn
     from projects.sa2va.models.qwen_vl import tiny_qwen_vl_config
     tok = tmp_path / 'tokenizer_qwen_vl'
-    leaves = _sample_leaves(name, sample_cwd, tok, monkeypatch, SAM2Input=dict(size=256),
+    leaves = _sample_leaves(_cfg(name).train_dataloader.dataset.to_dict(), sample_cwd, tok,
+                            monkeypatch, SAM2Input=dict(size=256),
                             QwenVLMaskCaptionOutputs=dict(sam2_size=256))
     family = ('refcoco', 'llava', 'revos', 'gcg_refcocog', 'osprey_conversation',
               'mc_sa2va_refcoco_describe')       # one dataset of each family
@@ -433,3 +411,46 @@ def test_recipe_settings_train_on_the_mix(name, backbone, sample_cwd, tmp_path, 
     assert all(torch.isfinite(v) for v in losses.values()), losses
     model.parse_losses(losses)[0].backward()
     assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
+
+
+def _doc_cfg_options(config: str) -> list:
+    """The ``--cfg-options`` arguments of docs/models.md's command for ``config``."""
+    import shlex
+    doc = (REPO / 'docs' / 'models.md').read_text().replace('\\\n', ' ')
+    line = next(l for l in doc.splitlines() if config in l and '--cfg-options' in l)
+    argv = shlex.split(line)
+    return argv[argv.index('--cfg-options') + 1:]
+
+
+@needs_qwen_vl
+def test_native_video_option_of_the_docs(sample_cwd, tmp_path, monkeypatch):
+    """docs/models.md's command, through tools/train.py's own parser and build_config,
+    switches every video dataset of a recipe to Qwen's temporal pairs at the stated fps (the
+    images keep their step), and those datasets give native-video samples on the sample tree:
+    5 frames -> 3 temporal pairs, <|video_pad|> ids as many as the merged tokens."""
+    import projects.sa2va.transforms  # noqa: F401
+    from projects.sa2va.transforms.formatting import build_tokenizer
+    from tools.train import build_config, parse_args
+    options = _doc_cfg_options('configs/sa2va_qwen3_vl_4b.py')
+    assert len(options) == 2
+    monkeypatch.chdir(REPO)
+    cfg = build_config(parse_args(['configs/sa2va_qwen3_vl_4b.py', '--cfg-options', *options]))
+    mix = cfg.train_dataloader.dataset.to_dict()
+    modes = {}
+    for leaf in _leaves(mix):
+        for step in leaf['pipeline']:
+            if step['type'] == 'QwenVLVideoInput':
+                modes[leaf['dataset_name']] = (step['video_mode'], step['fps'], step['backbone'])
+    assert modes == {name: ('temporal_pairs', 6, 'qwen3_vl') for name in VIDEO_DATASETS}
+    tok = tmp_path / 'tokenizer_qwen_vl'
+    leaves = _sample_leaves(mix, sample_cwd, tok, monkeypatch)
+    video_pad = build_tokenizer(str(tok)).convert_tokens_to_ids('<|video_pad|>')
+    for leaf in leaves:
+        item = leaf.dataset[0]
+        if leaf.name not in VIDEO_DATASETS:
+            assert 'video_grid_thw' not in item, leaf.name
+            continue
+        thw = item['video_grid_thw']
+        assert thw.shape == (1, 3) and int(thw[0, 0]) == 3, (leaf.name, thw)
+        n_pad = int((torch.as_tensor(item['input_ids']) == video_pad).sum())
+        assert n_pad == int(thw.prod()) // 4, leaf.name
