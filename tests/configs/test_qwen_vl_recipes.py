@@ -125,26 +125,36 @@ def test_missing_checkpoint_names_its_download(name, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ model on meta
-def _build_on_meta(name, tmp_path):
+@pytest.fixture(scope='module')
+def real_tokenizers(tmp_path_factory):
+    """The Qwen2.5-VL and Qwen3-VL tokenizers at their real length (Qwen2's BPE + the added
+    tokens at their official ids: 151,665 / 151,669 entries), saved once per module; the
+    model adds the 5 Sa2VA tokens and resizes to that length (skips without dashscope's
+    vocabulary file)."""
+    from tests.qwen_vocab import QWEN2_5_ADDED_TOKENS, QWEN3_ADDED_TOKENS, real_qwen_tokenizer
+    out = {}
+    for backbone, added in (('qwen2_5_vl', QWEN2_5_ADDED_TOKENS),
+                            ('qwen3_vl', QWEN3_ADDED_TOKENS)):
+        out[backbone] = tmp_path_factory.mktemp(backbone)
+        real_qwen_tokenizer(added, eos_token='<|im_end|>').save_pretrained(out[backbone])
+    return out
+
+
+def _build_on_meta(name, tmp_path, tokenizer_dir):
     """The recipe's training model, weightless, its MLLM from a local directory with the
-    released config.json (no hub, no weights); the tokenizer is the tiny Qwen-VL one
-    (shorter than the vocabulary, so the embeddings keep their released size, as with
-    the real tokenizer: 151,665 + 5 Sa2VA tokens < 151,936)."""
+    released config.json (no hub, no weights) and the real-length tokenizer."""
     from mmengine.registry import DefaultScope, MODELS
     from transformers import AutoConfig
 
-    from projects.sa2va.tokenization import build_tiny_tokenizer
     from tests.manifests.qwen_vl_public_configs import write_config_dir
 
     folder = RECIPES[name][0]
     ckpt = write_config_dir(folder, tmp_path / folder)
-    tok = tmp_path / 'tokenizer'
-    build_tiny_tokenizer(str(tok), image_tokens='qwen_vl')
     model_cfg = _cfg(name).model.to_dict()
     mllm = model_cfg['mllm']
     assert mllm.pop('model_path') == f'./pretrained/{folder}'
     mllm['config'] = AutoConfig.from_pretrained(str(ckpt)).to_dict()
-    model_cfg.update(tokenizer=str(tok), pretrained_pth=None)
+    model_cfg.update(tokenizer=str(tokenizer_dir), pretrained_pth=None)
     model_cfg['grounding_encoder'] = dict(model_cfg['grounding_encoder'], checkpoint=None)
     with torch.device('meta'), DefaultScope.overwrite_default_scope('sa2va'):
         return MODELS.build(model_cfg), AutoConfig.from_pretrained(str(ckpt))
@@ -162,12 +172,16 @@ def _lora_shapes(text) -> dict:
 
 @needs_qwen_vl
 @pytest.mark.parametrize('name', sorted(RECIPES))
-def test_recipe_model_trains_exactly_the_intended_set(name, tmp_path):
-    model, released = _build_on_meta(name, tmp_path)
+def test_recipe_model_trains_exactly_the_intended_set(name, tmp_path, real_tokenizers):
+    backbone = RECIPES[name][1]
+    model, released = _build_on_meta(name, tmp_path, real_tokenizers[backbone])
     text = released.get_text_config()
     hf = model.mllm.hf_model
     assert type(hf).__name__ == released.architectures[0]
-    assert hf.config.get_text_config().vocab_size == text.vocab_size
+    # the official resize to len(tokenizer): the checkpoint's padded rows are dropped
+    vocab = {'qwen2_5_vl': 151665, 'qwen3_vl': 151669}[backbone] + 5
+    assert text.vocab_size > vocab and len(model.tokenizer) == vocab
+    assert hf.config.get_text_config().vocab_size == vocab
     assert all(p.dtype == torch.bfloat16 for p in hf.model.visual.parameters())
     assert any(getattr(m, 'gradient_checkpointing', False) for m in hf.modules())
     trainable = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
@@ -179,7 +193,7 @@ def test_recipe_model_trains_exactly_the_intended_set(name, tmp_path):
             stem = f'{lm}model.language_model.layers.{layer}.{module}.lora_'
             want[stem + 'A.default.weight'] = (128, fan_in)
             want[stem + 'B.default.weight'] = (fan_out, 128)
-    d, vocab = text.hidden_size, text.vocab_size
+    d = text.hidden_size
     want[f'{lm}model.language_model.embed_tokens.weight'] = (vocab, d)
     # modules_to_save trains a copy of each: a tied lm_head (3B, 2B, 4B) is untied
     want[f'{lm}lm_head.weight'] = (vocab, d)
@@ -197,6 +211,16 @@ def test_recipe_model_trains_exactly_the_intended_set(name, tmp_path):
     assert trainable == want
     # nothing of the vision side, the merger(s) included, nor any norm of the LLM
     assert not any('.visual.' in n or 'norm' in n for n in trainable if n.startswith('mllm.'))
+    # the counts docs/models.md states for this recipe
+    numel = {n: p.numel() for n, p in model.named_parameters()}
+    parts = [sum(numel.values()), sum(numel[n] for n in trainable)] + [
+        sum(numel[n] for n in trainable if key(n)) for key in (
+            lambda n: '.lora_' in n,
+            lambda n: n.endswith(('embed_tokens.weight', 'lm_head.weight')),
+            lambda n: n.startswith('text_hidden_fcs.'), lambda n: n.startswith('grounding_'))]
+    assert sum(parts[2:]) == parts[1]
+    row = '| `%s` | ' % name + ' | '.join(f'{v:,}' for v in parts) + ' |'
+    assert row in (REPO / 'docs' / 'models.md').read_text(), row
 
 
 # ------------------------------------------------------------------ LR, real runner
