@@ -23,7 +23,7 @@ model = dict(data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
              mllm=dict(model_path=sa2va_qwen_vl_path))
 qwen_vl_pipeline_swaps = dict(_delete_=True, **_swaps(
     qwen_vl_backbone, video=_base_.qwen_vl_frame_pixels.to_dict(),  # noqa: F821
-    **_base_.qwen_vl_image_pixels))  # noqa: F821
+    as_uint8=_base_.qwen_vl_patches_uint8, **_base_.qwen_vl_image_pixels))  # noqa: F821
 qwen_vl_text_settings = dict(tokenizer=sa2va_qwen_vl_path)
 train_dataloader = dict(
     batch_size=1,                                        # batch_size = 1

@@ -265,7 +265,8 @@ def test_every_dataset_runs_the_qwen_steps_after_the_swap(name):
     mix = cfg.train_dataloader.dataset.to_dict()
     swapped, original = _leaves(mix), _leaves(mix, swaps=False)
     assert len(swapped) == len(original) >= 21
-    image = dict(backbone=backbone, min_pixels=IMAGE_PIXELS[0], max_pixels=IMAGE_PIXELS[1])
+    image = dict(backbone=backbone, min_pixels=IMAGE_PIXELS[0], max_pixels=IMAGE_PIXELS[1],
+                 as_uint8=True)
     seen = set()
     for new, old in zip(swapped, original):
         names = [_step_name(s) for s in new['pipeline']]
@@ -280,7 +281,7 @@ def test_every_dataset_runs_the_qwen_steps_after_the_swap(name):
                 continue
             if kind == 'ImagesToTensor' and step.get('key', 'tiles') == 'frames':
                 want.append(('QwenVLVideoInput', dict(
-                    backbone=backbone, video_mode='frames', key='frames',
+                    backbone=backbone, video_mode='frames', key='frames', as_uint8=True,
                     min_pixels=FRAME_PIXELS[0], max_pixels=FRAME_PIXELS[1])))
             elif kind == 'ImagesToTensor':
                 want.append(('QwenVLImageInput', dict(image, **{
@@ -382,6 +383,7 @@ def test_recipe_pipelines_on_the_sample_data(name, patch, sample_cwd, tmp_path, 
         assert bool(((area >= lo) & (area <= hi)).all()), (leaf.name, thw)
         assert len(thw) == (5 if leaf.name in VIDEO_DATASETS else 1), leaf.name
         assert item['pixel_values'].shape == (int(thw.prod(1).sum()), 3 * 2 * patch * patch)
+        assert item['pixel_values'].dtype == torch.uint8   # normalised by the preprocessor
         cells = sum(int(m.sum()) for m in item.get('prompt_masks', []))
         assert (cells > 0) is (leaf.name.startswith(('osprey', 'describe', 'mc_sa2va_refcoco'))), \
             leaf.name
@@ -420,7 +422,8 @@ def test_recipe_settings_train_on_the_mix(name, backbone, sample_cwd, tmp_path, 
     config['tie_word_embeddings'] = config['text_config']['tie_word_embeddings'] = True
     model_cfg = dict(_cfg(name).model.to_dict(), tokenizer=str(tok),
                      grounding_encoder=tiny.model.grounding_encoder.to_dict(),
-                     data_preprocessor=dict(type='Sa2VADataPreprocessor', dtype='float32'))
+                     data_preprocessor=dict(type='Sa2VADataPreprocessor', dtype='float32',
+                                            qwen_vl_stats=backbone))
     mllm = model_cfg['mllm']
     del mllm['model_path']
     mllm.update(config=config, torch_dtype='float32')

@@ -48,14 +48,17 @@ qwen_vl_backbone = 'qwen2_5_vl'
 qwen_vl_image_pixels = dict(min_pixels=512 * 28 * 28, max_pixels=2048 * 28 * 28)
 qwen_vl_frame_pixels = dict(video_mode='frames', min_pixels=128 * 28 * 28,
                             max_pixels=512 * 28 * 28)
+# patches travel from the workers as uint8 (as InternVL's tiles), normalised by the
+# data preprocessor with the backbone's mean / std (qwen_vl_stats below)
+qwen_vl_patches_uint8 = True
 qwen_vl_pipeline_swaps = _swaps(qwen_vl_backbone, video=qwen_vl_frame_pixels,
-                                **qwen_vl_image_pixels)
+                                as_uint8=qwen_vl_patches_uint8, **qwen_vl_image_pixels)
 qwen_vl_text_settings = dict(tokenizer=sa2va_qwen_vl_path, template='qwen_chat',
                              max_length=8192, image_tokens='qwen_vl')
 qwen_vl_collate_fn = dict(type='sa2va.sa2va_qwen_vl_collate_fn', pad_index=151643)
 
 model = dict(
-    # uint8 patches (qwen_vl_pipeline_swaps(as_uint8=True)) get this backbone's stats
+    # the uint8 patches get this backbone's stats
     data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
     mllm=dict(
         _delete_=True,

@@ -17,7 +17,7 @@ sa2va_qwen_vl_path = './pretrained/Qwen3-VL-4B-Instruct'
 qwen_vl_backbone = 'qwen3_vl'
 qwen_vl_pipeline_swaps = dict(_delete_=True, **_swaps(
     qwen_vl_backbone, video=_base_.qwen_vl_frame_pixels.to_dict(),  # noqa: F821
-    **_base_.qwen_vl_image_pixels))  # noqa: F821
+    as_uint8=_base_.qwen_vl_patches_uint8, **_base_.qwen_vl_image_pixels))  # noqa: F821
 qwen_vl_text_settings = dict(tokenizer=sa2va_qwen_vl_path)
 
 model = dict(data_preprocessor=dict(qwen_vl_stats=qwen_vl_backbone),
