@@ -56,6 +56,16 @@ def _cfg(name):
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
+def test_recipe_dumps_and_reloads(name, tmp_path):
+    """The runner writes the config to the work dir: the dump (the swap table comes from an
+    imported helper) loads back to the same model and data settings."""
+    cfg = _cfg(name)
+    cfg.dump(str(tmp_path / 'dumped.py'))
+    back = Config.fromfile(str(tmp_path / 'dumped.py'))
+    assert back.model == cfg.model and back.train_dataloader == cfg.train_dataloader
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
 def test_recipe_values(name):
     folder, backbone, batch = RECIPES[name]
     path = f'./pretrained/{folder}'
