@@ -13,7 +13,8 @@
 # lr, betas, weight_decay, max_norm, warmup_ratio, max_epochs of the official
 # config; WarmupDecayLR = its LinearLR + CosineAnnealingLR pair).
 # Image path: the Qwen-VL pipeline steps replace DynamicTiles / ImagesToTensor /
-# PoolPromptMasks in every dataset (MixedDataset pipeline_swaps), the official
+# PoolPromptMasks / MaskCaptionOutputs in every dataset (MixedDataset
+# pipeline_swaps), the official
 # per-image pixel budget (datasets/base.py: 512..2048 x 28 x 28 for an image,
 # 128..512 x 28 x 28 for each video frame, one image block per frame).
 # Not taken over: the official data list drops the visual-prompt datasets

@@ -6,7 +6,8 @@
 # safetensors, tokenizer and preprocessor files) and
 # ./pretrained/sam2_hiera_large.pt. The tokenizer is read from the Qwen
 # directory; the model adds only [SEG], <p>, </p>, <vp>, </vp> (images use
-# Qwen's own <|vision_start|> <|image_pad|> <|vision_end|>).
+# Qwen's own <|vision_start|> <|image_pad|> <|vision_end|>) and resizes the
+# embedding and lm_head to len(tokenizer), as the official add_special_tokens.
 #
 # Every value follows the newest Sa2VA codebase (bytedance/Sa2VA):
 # - projects/sa2va/configs/sa2va_qwenvl25/sa2va_qwen25_3b.py: freeze_llm=True,
