@@ -55,10 +55,11 @@ def _cfg(name):
     return Config.fromfile(str(REPO / 'configs' / f'{name}.py'))
 
 
-@pytest.mark.parametrize('name', sorted(RECIPES))
+@pytest.mark.parametrize('name', ['sa2va_qwen2_5_vl_3b', 'sa2va_qwen3_vl_4b'])
 def test_recipe_dumps_and_reloads(name, tmp_path):
     """The runner writes the config to the work dir: the dump (the swap table comes from an
-    imported helper) loads back to the same model and data settings."""
+    imported helper; 7B and 2B only change values of these two) loads back to the same model
+    and data settings."""
     cfg = _cfg(name)
     cfg.dump(str(tmp_path / 'dumped.py'))
     back = Config.fromfile(str(tmp_path / 'dumped.py'))
