@@ -34,6 +34,11 @@ text_settings = dict(tokenizer=tokenizer_path, template='qwen_chat',
 train_dataloader = dict(
     batch_size=2,
     sampler=dict(per_device_batch_size=2 * accumulative_counts),
-    dataset=dict(pipeline_defaults=dict(
-        EncodeConversation=text_settings,
-        EncodeLLaVAConversation=text_settings)))
+    dataset=dict(
+        pipeline_defaults=dict(
+            EncodeConversation=text_settings,
+            EncodeLLaVAConversation=text_settings),
+        # RefCOCO too: the newest codebase's Sa2VA01RefSeg encodes with the
+        # config's prompt_template (qwen_chat); refseg.py's own template is
+        # Sa2VA v1's phi3-style RefCOCO routine, wrong on a Qwen tokenizer.
+        pipeline_overrides=dict(EncodeConversation=dict(template='qwen_chat'))))

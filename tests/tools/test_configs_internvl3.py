@@ -40,7 +40,15 @@ def test_internvl3_recipe_values(name, path, lora_r, accumulate):
     assert cfg.default_hooks.checkpoint.interval == 2000
     assert cfg.default_hooks.checkpoint.max_keep_ckpts == 2
     assert mix.datasets == ref.train_dataloader.dataset.datasets
-    assert not mix.get('dataset_pipeline_overrides')  # no v1 phi3 RefCOCO instruction
+    assert not mix.get('dataset_pipeline_overrides')
+    # every dataset, RefCOCO included, encodes with qwen_chat (not refseg.py's v1 phi3 routine)
+    from projects.sa2va.datasets.mixing import child_configs
+    encoders = [step for cfg_i, _ in child_configs(
+        mix.datasets, mix.pipeline_defaults, mix.get('pipeline_overrides'))
+        for step in cfg_i['pipeline'] if step.get('type') == 'EncodeConversation']
+    assert len(encoders) >= len(mix.datasets) - 1  # LLaVA uses EncodeLLaVAConversation
+    assert {str(step['template']) for step in encoders} == {'qwen_chat'}
+    assert {step['tokenizer'] for step in encoders} == {path}
 
 
 @pytest.mark.parametrize('name', ['sa2va_internvl3_2b', 'sa2va_internvl3_8b',
