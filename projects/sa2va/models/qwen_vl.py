@@ -272,7 +272,8 @@ class QwenVLChat(nn.Module):
         block = self._image_block_mask(input_ids)
         deep_parts = []  # (positions (B, L) bool, per-layer features)
         if pixel_values is None:
-            embeds = merge_vision_embeddings(embeds, input_ids, None, None, self.image_token_id)
+            embeds = merge_vision_embeddings(embeds, input_ids, None, None, self.image_token_id,
+                                             context_token=IMAGE_TOKENS['qwen_vl'][1])
             kept_grid = None
         else:
             if image_grid_thw is None:
@@ -282,7 +283,8 @@ class QwenVLChat(nn.Module):
             if image_flags is None:
                 image_flags = torch.ones(len(blocks), dtype=torch.long)
             embeds = merge_vision_embeddings(embeds, input_ids, blocks, image_flags,
-                                             self.image_token_id, vp_overall_mask, prompt_masks)
+                                             self.image_token_id, vp_overall_mask, prompt_masks,
+                                             context_token=IMAGE_TOKENS['qwen_vl'][1])
             keep = image_flags.reshape(-1).cpu() == 1
             kept_grid = image_grid_thw[keep.to(image_grid_thw.device)]
             n_block = [int(b.shape[0]) for b, k in zip(blocks, keep.tolist()) if k]

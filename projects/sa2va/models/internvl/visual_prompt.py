@@ -75,7 +75,8 @@ def _vision_chunks(vit_embeds: Sequence[torch.Tensor], image_flags: torch.Tensor
     return chunks
 
 
-def _check_sample_counts(chunk_sizes: List[int], ctx_counts: List[int]) -> None:
+def _check_sample_counts(chunk_sizes: List[int], ctx_counts: List[int],
+                         token: str = '<IMG_CONTEXT>') -> None:
     """Walk the vision blocks sample by sample; raise where a sample's count does not line up."""
     pos = 0
     for b, n_ctx in enumerate(ctx_counts):
@@ -89,7 +90,7 @@ def _check_sample_counts(chunk_sizes: List[int], ctx_counts: List[int]) -> None:
             pos = len(chunk_sizes)
         if got != n_ctx:
             raise ValueError(
-                f'sample {b}: {n_ctx} <IMG_CONTEXT> positions but the vision features in batch '
+                f'sample {b}: {n_ctx} {token} positions but the vision features in batch '
                 f'order give it {got} rows (tiles with image_flags 1 contribute their tokens each, '
                 f'prompted tiles add sum(prompt_masks) rows); check tile order, image_flags, '
                 f'vp_overall_mask and the <vp> block counts')
@@ -101,8 +102,8 @@ def merge_vision_embeddings(input_embeds: torch.Tensor,
                             image_flags: Optional[torch.Tensor],
                             img_context_token_id: int,
                             vp_overall_mask: Optional[torch.Tensor] = None,
-                            prompt_masks: Optional[Sequence[torch.Tensor]] = None
-                            ) -> torch.Tensor:
+                            prompt_masks: Optional[Sequence[torch.Tensor]] = None,
+                            context_token: str = '<IMG_CONTEXT>') -> torch.Tensor:
     """Put vision rows at the ``<IMG_CONTEXT>`` positions.
 
     Args:
@@ -118,6 +119,8 @@ def merge_vision_embeddings(input_embeds: torch.Tensor,
         vp_overall_mask: ``(N_tiles,)`` bool, True for the tile carrying a visual prompt.
         prompt_masks: one ``(n_obj, g, g)`` bool tensor per True entry of ``vp_overall_mask``,
             in tile order (``g * g == n_tok``; ``(n_obj, gh_i, gw_i)`` on a dynamic grid).
+        context_token: the context token's string, for error messages
+            (``'<|image_pad|>'`` on Qwen-VL).
 
     Returns:
         ``(B, T, D)`` tensor (new, autograd-connected to both inputs), ``input_embeds`` dtype.
@@ -133,13 +136,13 @@ def merge_vision_embeddings(input_embeds: torch.Tensor,
     ctx_counts = selected.sum(dim=1).tolist()
     if vit_embeds is None:
         if sum(ctx_counts):
-            raise ValueError(f'{sum(ctx_counts)} <IMG_CONTEXT> positions (per sample '
+            raise ValueError(f'{sum(ctx_counts)} {context_token} positions (per sample '
                              f'{ctx_counts}) but no pixel_values')
         return input_embeds
     if image_flags is None:
         image_flags = torch.ones(len(vit_embeds), dtype=torch.long, device=vit_embeds[0].device)
     chunks = _vision_chunks(vit_embeds, image_flags, vp_overall_mask, prompt_masks)
-    _check_sample_counts([c.shape[0] for c in chunks], ctx_counts)
+    _check_sample_counts([c.shape[0] for c in chunks], ctx_counts, context_token)
     if not chunks:
         return input_embeds
     rows = torch.cat(chunks, dim=0).to(dtype=input_embeds.dtype, device=input_embeds.device)
