@@ -92,11 +92,7 @@ class QwenVLChat(nn.Module):
         if (model_path is None) == (config is None):
             raise ValueError('QwenVLChat needs exactly one of model_path and config')
         if model_path is not None:
-            from transformers import AutoConfig
-            model_type = AutoConfig.from_pretrained(model_path).model_type
-            from ..compat import dtype_kwargs
-            self.model = qwen_vl_class(model_type).from_pretrained(
-                model_path, **dtype_kwargs(as_dtype(torch_dtype)))
+            self.model, model_type = load_qwen_vl_checkpoint(model_path, as_dtype(torch_dtype))
         else:
             from transformers import AutoConfig
             config = dict(config)
@@ -449,6 +445,40 @@ class QwenVLChat(nn.Module):
             hidden_states.append((out.last_hidden_state,))
         return SimpleNamespace(sequences=torch.tensor([new], device=input_ids.device),
                                hidden_states=tuple(hidden_states))
+
+
+def load_qwen_vl_checkpoint(model_path: str, dtype=None):
+    """An official Qwen2.5-VL / Qwen3-VL checkpoint directory through
+    transformers' ``from_pretrained`` (which renames the pre-4.52 keys
+    ``visual.*`` / ``model.layers.*``), strictly.
+
+    Returns:
+        ``(model, model_type)``.
+
+    Raises:
+        ValueError: naming the directory and the keys, when a weight of the
+            model is missing from the files (transformers would leave it
+            randomly initialised with a warning), a file key fits no weight,
+            or a shape differs.
+    """
+    from transformers import AutoConfig
+
+    from ..compat import dtype_kwargs
+    model_type = AutoConfig.from_pretrained(model_path).model_type
+    # mismatched shapes are reported in ``info`` (and refused below) instead of
+    # transformers' error that only points at its log
+    model, info = qwen_vl_class(model_type).from_pretrained(
+        model_path, output_loading_info=True, ignore_mismatched_sizes=True,
+        **dtype_kwargs(dtype))
+    problems = {k: sorted(info.get(k) or []) for k in
+                ('missing_keys', 'unexpected_keys', 'mismatched_keys')}
+    problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        listed = '; '.join(f'{k} ({len(v)}): {", ".join(map(str, v[:8]))}'
+                           + (' ...' if len(v) > 8 else '') for k, v in problems.items())
+        raise ValueError(f'{model_path}: the checkpoint does not fit '
+                         f'{QWEN_VL_CLASSES[model_type]}: {listed}')
+    return model, model_type
 
 
 def tiny_qwen_vl_config(model_type: str, vocab_size: int, hidden_size: int = 64) -> dict:
